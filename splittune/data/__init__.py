@@ -1,0 +1,9 @@
+"""Data sets (chatterbot topics, digits, local csv/jsonl, Hugging Face) and their partitioning across devices."""
+
+from .config import DataConfig
+from .dataset import ClassificationData
+from .loaders import load_data
+from .partition import partition
+from .stats import partition_stats, partition_table
+
+__all__ = ["DataConfig", "ClassificationData", "load_data", "partition", "partition_table", "partition_stats"]
