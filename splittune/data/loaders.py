@@ -28,7 +28,9 @@ def _chatterbot_dir() -> Path:
     try:
         import chatterbot_corpus
     except ImportError:
-        raise ImportError("name='chatterbot' needs the chatterbot-corpus package (pip install chatterbot-corpus)") from None
+        raise ImportError(
+            "name='chatterbot' needs the chatterbot-corpus package (pip install chatterbot-corpus)"
+        ) from None
     return Path(chatterbot_corpus.__file__).parent / "data" / "english"
 
 
@@ -138,7 +140,9 @@ def load_hf(cfg: DataConfig) -> ClassificationData:
     try:
         import datasets
     except ImportError:
-        raise ImportError("name='hf' needs the `datasets` package (pip install datasets), which is not installed") from None
+        raise ImportError(
+            "name='hf' needs the `datasets` package (pip install datasets), which is not installed"
+        ) from None
     try:
         ds = datasets.load_dataset(cfg.hf_name, cfg.hf_config, split=cfg.split)
     except Exception as e:
@@ -148,7 +152,9 @@ def load_hf(cfg: DataConfig) -> ClassificationData:
         ) from e
     for field, key in (("text_field", cfg.text_field), ("label_field", cfg.label_field)):
         if key not in ds.column_names:
-            raise ValueError(f"hf_name={cfg.hf_name!r} has no column {field}={key!r}; columns: {', '.join(ds.column_names)}")
+            raise ValueError(
+                f"hf_name={cfg.hf_name!r} has no column {field}={key!r}; columns: {', '.join(ds.column_names)}"
+            )
     texts = [str(t) for t in ds[cfg.text_field]]
     feature = ds.features[cfg.label_field]
     if isinstance(feature, datasets.ClassLabel):
