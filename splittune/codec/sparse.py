@@ -1,11 +1,78 @@
-"""Sparse pipelines (Top-K, stochastic quantization, lossless coding): landing in the next commit."""
+"""The sparse pipelines: Top-K (topk.py) → optional stochastic quantization (quantize.py) →
+positions (positions.py) and level indices (symbols.py) coded losslessly.
 
+Payload layout (little-endian)::
+
+    K (uint64) | Golomb m (uint32) | positions method (uint8: 0 bitmap, 1 Golomb) | positions bytes (uint32)
+    positions
+    topk:      K float32 values
+    topk+sq*:  s_min (float32) | s_max (float32) | K sign bits (packed, 1 = negative) | level indices
+
+The decoder rejects a payload whose K is not what the frame's shape, ρ and per_token imply, which
+also bounds the tensor it will allocate by the payload's size (every kept entry costs >= 1 bit).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from . import bits
+from .config import CodecConfig
+from .positions import decode_positions, encode_positions
+from .quantize import dequantize, quantize
+from .symbols import CODERS
+from .topk import expected_count, select
 from .wire import CodecError
 
+_HEAD = struct.Struct("<QIBI")
+_RANGE = struct.Struct("<ff")
 
-def encode_sparse(x, shape, cfg, seed):
-    raise CodecError(f"{cfg.kind} is not implemented yet in this commit")
+
+def encode_sparse(x: np.ndarray, shape: tuple[int, ...], cfg: CodecConfig, seed: int) -> bytes:
+    """Payload for the flat float32 array ``x`` of a tensor of ``shape``."""
+    mag = np.abs(x)
+    idx = select(mag, shape, cfg.rho, cfg.per_token)
+    method, m, pos = encode_positions(idx, len(x), cfg.positions)
+    parts = [_HEAD.pack(len(idx), m, method, len(pos)), pos]
+    if not cfg.quantized:
+        parts.append(x[idx].astype("<f4").tobytes())
+    else:
+        smin, smax, index = quantize(mag[idx], cfg.levels, seed)
+        parts += [_RANGE.pack(smin, smax), bits.pack((x[idx] < 0).astype(np.uint8)),
+                  CODERS[cfg.kind][0](index, cfg.levels)]
+    return b"".join(parts)
 
 
-def decode_sparse(payload, shape, cfg):
-    raise CodecError(f"{cfg.kind} is not implemented yet in this commit")
+def decode_sparse(payload: memoryview, shape: tuple[int, ...], cfg: CodecConfig) -> np.ndarray:
+    """Flat float32 array of the tensor; raises CodecError or ValueError on a malformed payload."""
+    n = int(np.prod(shape, dtype=np.int64))
+    if len(payload) < _HEAD.size:
+        raise CodecError(f"sparse payload of {len(payload)} bytes is shorter than its {_HEAD.size}-byte header")
+    k, m, method, pos_len = _HEAD.unpack_from(payload)
+    expected = expected_count(shape, cfg.rho, cfg.per_token)
+    if k != expected:
+        raise CodecError(f"message keeps {k} entries; shape {shape} at {cfg.name} keeps {expected}")
+    rest = payload[_HEAD.size:]
+    if pos_len > len(rest):
+        raise CodecError(f"positions claim {pos_len} bytes, only {len(rest)} remain")
+    idx = decode_positions(rest[:pos_len], method, m, k, n)
+    rest = rest[pos_len:]
+    out = np.zeros(n, dtype=np.float32)
+    if not cfg.quantized:
+        if len(rest) != 4 * k:
+            raise CodecError(f"{k} fp32 values need {4 * k} bytes, the payload has {len(rest)}")
+        out[idx] = np.frombuffer(rest, dtype="<f4")
+        return out
+    sign_len = (k + 7) // 8
+    if len(rest) < _RANGE.size + sign_len:
+        raise CodecError(f"quantized section of {len(rest)} bytes is too short for {k} entries")
+    smin, smax = _RANGE.unpack_from(rest)
+    if not (np.isfinite(smin) and np.isfinite(smax) and 0 <= smin <= smax):
+        raise CodecError(f"invalid quantizer range s_min={smin}, s_max={smax}")
+    negative = bits.exact(bits.unpack(rest[_RANGE.size:_RANGE.size + sign_len]), k).astype(bool)
+    index = CODERS[cfg.kind][1](rest[_RANGE.size + sign_len:], k, cfg.levels)
+    values = dequantize(smin, smax, cfg.levels, index)
+    out[idx] = np.where(negative, -values, values)
+    return out

@@ -1,0 +1,121 @@
+"""Coding the kept positions of a Top-K message: a bitmap, or Golomb-coded index gaps.
+
+Positions are the sorted flat indices i_1 < ... < i_K of the kept entries of a tensor with n
+elements. Two codes, the smaller one wins per message (``positions="auto"``):
+
+- **bitmap**: n bits, bit i set iff i is kept (np.packbits), ceil(n/8) bytes.
+- **Golomb** (Golomb 1966; SFT §IV-B): the gaps g_1 = i_1, g_k = i_k - i_{k-1} - 1 are close to
+  Geometric(ρ) with ρ = K/n, for which the optimal Golomb parameter is
+  m = ceil(-log(2 - ρ) / log(1 - ρ)) (Gallager & van Voorhis 1975). Each gap g = q·m + r is written
+  as q in unary (q zeros, then a one) and r in truncated binary: with b = ceil(log2 m) and
+  c = 2^b - m, r < c takes b - 1 bits, otherwise r + c takes b bits (m = 2^k is Rice coding).
+
+  So that decoding vectorizes, the same bits are laid out as three streams rather than interleaved
+  codewords: (B) the first b - 1 bits of every remainder codeword, fixed width; (A) all unary
+  quotients; (C) the last bit of those codewords that have b bits. The total length equals that of
+  the interleaved Golomb code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .bits import exact, from_bits, pack, to_bits, unpack
+
+BITMAP, GOLOMB = 0, 1
+METHODS = {"bitmap": BITMAP, "golomb": GOLOMB}
+MAX_GOLOMB_M = 1 << 31
+
+
+def golomb_parameter(rho: float) -> int:
+    """Optimal Golomb m for Geometric(rho) gaps, P(g) = rho (1 - rho)^g."""
+    if rho >= 0.5:
+        return 1
+    return min(MAX_GOLOMB_M, max(1, math.ceil(-math.log(2.0 - rho) / math.log1p(-rho))))
+
+
+def gaps_of(idx: np.ndarray) -> np.ndarray:
+    return np.diff(idx, prepend=-1) - 1
+
+
+def golomb_bits(gaps: np.ndarray, m: int) -> int:
+    """Exact length in bits of the Golomb code of ``gaps``."""
+    q, r = np.divmod(gaps, m)
+    b = (m - 1).bit_length()
+    c = (1 << b) - m
+    return int(q.sum()) + len(gaps) * b + int(np.count_nonzero(r >= c))
+
+
+def encode_golomb(gaps: np.ndarray, m: int) -> bytes:
+    q, r = np.divmod(gaps, m)
+    b = (m - 1).bit_length()
+    c = (1 << b) - m
+    long = r >= c
+    stream_b = to_bits(np.where(long, (r + c) >> 1, r), max(b - 1, 0))
+    stream_a = np.zeros(int(q.sum()) + len(q), dtype=np.uint8)
+    stream_a[np.cumsum(q + 1) - 1] = 1
+    stream_c = ((r[long] + c) & 1).astype(np.uint8) if b else np.zeros(0, dtype=np.uint8)
+    return pack(np.concatenate((stream_b, stream_a, stream_c)))
+
+
+def decode_golomb(buf: bytes | memoryview, k: int, m: int) -> np.ndarray:
+    """Gaps of ``k`` positions coded with parameter ``m``; raises ValueError on malformed input."""
+    if not 1 <= m <= MAX_GOLOMB_M:
+        raise ValueError(f"Golomb parameter {m} outside [1, {MAX_GOLOMB_M}]")
+    b = (m - 1).bit_length()
+    c = (1 << b) - m
+    width = max(b - 1, 0)
+    bits = unpack(buf)
+    if len(bits) < k * width:
+        raise ValueError(f"{len(buf)} bytes of Golomb code are too few for {k} positions")
+    v = from_bits(bits[: k * width], width) if width else np.zeros(k, dtype=np.int64)
+    ones = np.flatnonzero(bits[k * width:])[:k]
+    if len(ones) < k:
+        raise ValueError(f"Golomb code ends after {len(ones)} of {k} positions")
+    q = np.diff(ones, prepend=-1) - 1
+    long = v >= c if b else np.zeros(k, dtype=bool)
+    start = k * width + (int(ones[-1]) + 1 if k else 0)
+    n_long = int(np.count_nonzero(long))
+    if len(bits) < start + n_long:
+        raise ValueError("Golomb code truncated in its remainder bits")
+    exact(bits, start + n_long)
+    r = v.copy()
+    r[long] = (v[long] << 1 | bits[start:start + n_long]) - c
+    return q * m + r
+
+
+def encode_bitmap(idx: np.ndarray, n: int) -> bytes:
+    mask = np.zeros(n, dtype=np.uint8)
+    mask[idx] = 1
+    return pack(mask)
+
+
+def decode_bitmap(buf: bytes | memoryview, k: int, n: int) -> np.ndarray:
+    idx = np.flatnonzero(exact(unpack(buf), n))
+    if len(idx) != k:
+        raise ValueError(f"bitmap marks {len(idx)} positions, the message says {k}")
+    return idx
+
+
+def encode_positions(idx: np.ndarray, n: int, choice: str) -> tuple[int, int, bytes]:
+    """(method, Golomb m, bytes) for sorted positions ``idx`` among ``n``; ``choice`` is
+    ``auto`` (smaller of the two), ``bitmap`` or ``golomb``."""
+    m = golomb_parameter(len(idx) / n) if n else 1
+    gaps = gaps_of(idx)
+    if choice == "golomb" or (choice == "auto" and golomb_bits(gaps, m) < n):
+        return GOLOMB, m, encode_golomb(gaps, m)
+    return BITMAP, m, encode_bitmap(idx, n)
+
+
+def decode_positions(buf: bytes | memoryview, method: int, m: int, k: int, n: int) -> np.ndarray:
+    """Sorted positions; raises ValueError unless they are ``k`` distinct indices in [0, n)."""
+    if method == BITMAP:
+        return decode_bitmap(buf, k, n)
+    if method != GOLOMB:
+        raise ValueError(f"unknown positions method {method}")
+    idx = np.cumsum(decode_golomb(buf, k, m) + 1) - 1
+    if k and idx[-1] >= n:
+        raise ValueError(f"Golomb-coded position {idx[-1]} is outside the tensor's {n} elements")
+    return idx
