@@ -1,0 +1,102 @@
+"""Cut a transformers model into stages at block boundaries.
+
+`split_model(model, [l])` gives two stages: stage 0 runs the embeddings and blocks 0..l-1 (the
+device side, eq. 3), stage 1 runs blocks l..L-1, the final norm, the head and the loss (the server
+side, eq. 4). `[l1, l2]` gives three stages (user / edge / cloud). Stages hold the model's own
+modules, so parameters keep their names and gradients land on the model's own tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from splittune.models.families import Family, SplitOutput, family_of
+
+
+@dataclass
+class Activations:
+    """What crosses a cut: hidden states plus only what the next stage cannot recompute."""
+
+    hidden: torch.Tensor  # (B, N, D)
+    attention_mask: torch.Tensor | None  # (B, N) 1 = token, 0 = padding; None for images
+    labels: torch.Tensor | None  # travels when the next side holds the head and loss
+
+
+class Stage:
+    """One contiguous slice of a model: optional embeddings, blocks [start, stop), optional head."""
+
+    def __init__(self, root: nn.Module, family: Family, index: int, start: int, stop: int, last: bool):
+        self.root, self.family, self.index = root, family, index
+        self.start, self.stop = start, stop
+        self.first, self.last = index == 0, last
+        modules: list[nn.Module] = list(family.blocks()[start:stop])
+        if self.first:
+            modules = family.embedding_modules() + modules
+        if self.last:
+            modules = modules + family.head_modules()
+        self.modules = modules
+
+    def __repr__(self) -> str:
+        parts = (["embeddings"] if self.first else []) + [f"blocks {self.start}..{self.stop - 1}"]
+        return f"Stage({self.index}: {' + '.join(parts + (['head'] if self.last else []))})"
+
+    def __call__(self, x: dict | Activations) -> Activations | SplitOutput:
+        if self.first:
+            hidden, mask = self.family.embed(x)
+            labels = x.get("labels")
+        else:
+            hidden, mask, labels = x.hidden, x.attention_mask, x.labels
+        hidden = self.family.run_blocks(hidden, mask, self.start, self.stop)
+        if self.last:
+            return self.family.head(hidden, mask, labels)
+        return Activations(hidden, mask, labels)
+
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Parameters of this stage under their names in the model passed to `split_model`."""
+        mine = {id(p) for m in self.modules for p in m.parameters()}
+        seen: set[int] = set()
+        for name, p in self.root.named_parameters(remove_duplicate=False):
+            if id(p) in mine and id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return (p for _, p in self.named_parameters())
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def num_blocks(model: nn.Module) -> int:
+    return len(family_of(model).blocks())
+
+
+def check_cuts(cuts: Sequence[int], n_blocks: int) -> list[int]:
+    """Validate cut points: strictly increasing, each in [1, n_blocks - 1]."""
+    cuts = [int(c) for c in cuts]
+    if not cuts:
+        raise ValueError("cuts must name at least one cut point")
+    for c in cuts:
+        if not 1 <= c <= n_blocks - 1:
+            raise ValueError(
+                f"cut {c} is out of range: this model has {n_blocks} blocks, so a cut must be in "
+                f"1..{n_blocks - 1} (the number of blocks before the cut)"
+            )
+    if any(b <= a for a, b in zip(cuts, cuts[1:])):
+        raise ValueError(f"cuts must be strictly increasing, got {cuts}")
+    return cuts
+
+
+def split_model(model: nn.Module, cuts: Sequence[int]) -> list[Stage]:
+    """Cut `model` (a transformers model, with or without PEFT LoRA) after each block count in `cuts`."""
+    family = family_of(model)
+    n = len(family.blocks())
+    bounds = [0] + check_cuts(cuts, n) + [n]
+    return [
+        Stage(model, family, i, bounds[i], bounds[i + 1], last=i == len(bounds) - 2)
+        for i in range(len(bounds) - 1)
+    ]
