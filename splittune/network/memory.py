@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from splittune.network.shape import TransformerShape
+
 _MEGATRON_ALPHA1 = 34
 _MEGATRON_ALPHA2 = 5
 
@@ -118,3 +120,43 @@ class SavedTensorMeter:
         self._hooks.__exit__(*exc)
         self._hooks = None
         self._seen.clear()
+
+
+def analytical_block_bytes(
+    s: TransformerShape,
+    alpha: float = 4,
+    alpha_hat: float = 4,
+    lora_only_grads: bool = False,
+    alpha1: float = _MEGATRON_ALPHA1,
+    alpha2: float = _MEGATRON_ALPHA2,
+) -> MemoryBreakdown:
+    """One transformer block, eqs. 21-25 (alpha_hat: alpha for SGD+momentum, 2 alpha for Adam)."""
+    d, r = s.hidden, s.lora_rank
+    n_params = 12 * d * d + 18 * d * r
+    n_trainable = 18 * d * r if lora_only_grads else n_params
+    return MemoryBreakdown(
+        input_bytes=0,
+        activation_bytes=int(alpha1 * s.batch * s.seq_len * d + alpha2 * s.batch * s.seq_len**2 * s.heads),
+        param_bytes=int(alpha * n_params),
+        grad_bytes=int(alpha * n_trainable),
+        optimizer_bytes=int(alpha_hat * n_trainable),
+    )
+
+
+def analytical_device_bytes(s: TransformerShape, device_blocks: int, **block_kwargs: float | bool) -> MemoryBreakdown:
+    """Eq. 26: M_c(l) = 16 D^2 + B N D + l M_t, split into the breakdown's rows.
+
+    The paper's 16 D^2 (embedding weights and gradients) is put in param_bytes and B N D (the
+    input/output of the stage) in input_bytes, both as written (no alpha factor).
+    """
+    if not 0 <= device_blocks <= s.n_blocks:
+        raise ValueError(f"device_blocks must be in [0, {s.n_blocks}], got {device_blocks}")
+    blk = analytical_block_bytes(s, **block_kwargs)
+    d = s.hidden
+    return MemoryBreakdown(
+        input_bytes=s.batch * s.seq_len * d,
+        activation_bytes=device_blocks * blk.activation_bytes,
+        param_bytes=16 * d * d + device_blocks * blk.param_bytes,
+        grad_bytes=device_blocks * blk.grad_bytes,
+        optimizer_bytes=device_blocks * blk.optimizer_bytes,
+    )
