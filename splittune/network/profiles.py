@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 GB = 10**9
 
@@ -69,6 +69,16 @@ class _Processor(BaseModel):
 
 class DeviceProfile(_Processor):
     memory_bytes: int = Field(gt=0, description="device memory available for fine-tuning")
+
+    @field_validator("memory_bytes", mode="before")
+    @classmethod
+    def _from_float(cls, v: Any) -> Any:
+        # YAML 1.1 reads `8.0e9` as a string and `8e9` as a float; both mean a whole number of bytes
+        if isinstance(v, (str, float)):
+            f = float(v)
+            if f.is_integer():
+                return int(f)
+        return v
 
 
 class ServerProfile(_Processor):

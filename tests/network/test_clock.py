@@ -1,0 +1,146 @@
+import numpy as np
+import pytest
+
+from splittune.network.bandwidth import BandwidthDemand
+from splittune.network.channel import db_to_linear
+from splittune.network.clock import PHASES, simulate_round
+from splittune.network.gantt import plot_gantt
+from splittune.network.scenario import ScenarioConfig
+from splittune.network.trace import DeviceRoundWork, StepWork
+
+STEP = StepWork(device_fwd_flops=3e11, up_bytes=400_000, server_flops=9e12, down_bytes=300_000, device_bwd_flops=6e11)
+
+
+def _works(n, steps=1, step=STEP, **kw):
+    kw = {"adapter_down_bytes": 200_000, "adapter_up_bytes": 150_000, **kw}
+    return [DeviceRoundWork(d, [step] * steps, **kw) for d in range(n)]
+
+
+class FixedShares:
+    name = "fixed"
+
+    def __init__(self, shares):
+        self.shares = np.asarray(shares, dtype=float)
+
+    def allocate(self, demand: BandwidthDemand) -> np.ndarray:
+        return self.shares
+
+
+def test_closed_form_eqs_18_19_with_identical_devices():
+    """Constant channel, identical devices, equal bandwidth: the clock is eq. 18 maxed over devices (eq. 19)."""
+    n, k = 4, 3
+    world = ScenarioConfig().build(n)
+    dev, srv = world.devices[0], world.server
+    b = 5e6 / n
+    r = b * np.log2(1 + db_to_linear(17.0))
+    r_bcast = 5e6 * np.log2(1 + db_to_linear(17.0))
+    works = _works(n, steps=k, model_down_bytes=9_000_000)
+    f_s_n = srv.f_hz / n  # eq. 14 with the server split equally (per_device mode)
+    tau = (
+        8 * (9_000_000 + 200_000) / r_bcast  # ED, eq. 11
+        + k * STEP.device_fwd_flops / (dev.f_hz * dev.cores * dev.flops_per_cycle)  # CC, eq. 12
+        + k * 8 * STEP.up_bytes / r  # IT, eq. 13
+        + k * STEP.server_flops / (f_s_n * srv.cores * srv.flops_per_cycle)  # SC, eq. 14
+        + k * 8 * STEP.down_bytes / r  # GT, eq. 15
+        + k * STEP.device_bwd_flops / (dev.f_hz * dev.cores * dev.flops_per_cycle)  # DU, eq. 16
+        + 8 * 150_000 / r  # LT, eq. 17
+    )
+    t = simulate_round(world, works, 0, server_mode="per_device")
+    assert t.makespan_s == pytest.approx(tau, rel=1e-12)
+    assert all(f == pytest.approx(tau, rel=1e-12) for f in t.finish_s.values())
+    assert t.wait_s == pytest.approx(0, abs=1e-9)
+    assert sum(t.phase_s.values()) == pytest.approx(tau, rel=1e-12)
+    # one device alone on the shared server is the same closed form with the whole server
+    solo = simulate_round(ScenarioConfig().build(1), _works(1, steps=k, model_down_bytes=9_000_000), 0)
+    assert solo.phase_s["SC"] == pytest.approx(k * STEP.server_flops / srv.flops_per_s, rel=1e-12)
+
+
+def test_doubling_bandwidth_share_halves_airtime():
+    world = ScenarioConfig().build(2)
+    works = _works(2, steps=2)
+    t = simulate_round(world, works, 0, allocator=FixedShares([1e6, 2e6]))
+    p0, p1 = t.device_phase_s(0), t.device_phase_s(1)
+    for ph in ("IT", "GT", "LT"):
+        assert p1[ph] == pytest.approx(p0[ph] / 2, rel=1e-12)
+    for ph in ("ED", "CC", "SC", "DU"):  # ED is a whole-band broadcast, the rest is compute
+        assert p1[ph] == pytest.approx(p0[ph], rel=1e-12)
+    assert t.bandwidth_hz == {0: 1e6, 1: 2e6}
+
+
+def test_slower_device_is_the_straggler():
+    world = ScenarioConfig().build(4)
+    world.devices[2] = world.devices[2].model_copy(update={"f_hz": world.devices[2].f_hz / 3})
+    t = simulate_round(world, _works(4, steps=2), 0)
+    assert t.critical_device == 2
+    assert t.makespan_s == t.finish_s[2] > max(f for d, f in t.finish_s.items() if d != 2)
+
+
+def test_shared_server_serialises_server_phases():
+    # a slow server makes SC dominate, so queueing is visible
+    world = ScenarioConfig().build(5)
+    world.server = world.server.model_copy(update={"f_hz": 1e9})
+    t = simulate_round(world, _works(5, steps=2), 0)
+    sc = [e for e in t.events if e.phase == "SC"]
+    assert t.makespan_s >= sum(e.end_s - e.start_s for e in sc)
+    spans = sorted((e.start_s, e.end_s) for e in sc)
+    assert all(b0 >= a1 - 1e-12 for (_, a1), (b0, _) in zip(spans, spans[1:]))  # never two at once
+    assert t.wait_s > 0
+    parallel = simulate_round(world, _works(5, steps=2), 0, server_mode="per_device")
+    assert parallel.wait_s == pytest.approx(0, abs=1e-9)
+
+
+def test_explicit_order_is_the_service_order_when_all_wait():
+    world = ScenarioConfig().build(4)
+    world.server = world.server.model_copy(update={"f_hz": 1e8})
+    t = simulate_round(world, _works(4), 0, order=[3, 1, 0, 2])
+    # all arrive together; the first to arrive is served at once, then the order decides
+    assert t.server_order[1:] == [o for o in [3, 1, 0, 2] if o != t.server_order[0]]
+    by_callable = simulate_round(world, _works(4), 0, order=lambda d: list(reversed(d.devices)))
+    assert by_callable.server_order[1:] == [o for o in [3, 2, 1, 0] if o != by_callable.server_order[0]]
+    with pytest.raises(ValueError, match="permutation"):
+        simulate_round(world, _works(4), 0, order=[0, 1])
+    with pytest.raises(ValueError, match="order"):
+        simulate_round(world, _works(4), 0, order="lifo")
+
+
+def test_fading_changes_rounds_and_is_reproducible():
+    scenario = ScenarioConfig.preset("dynamic", seed=7)
+    works = _works(3, steps=1)
+    a = simulate_round(scenario.build(3), works, 0).makespan_s
+    b = simulate_round(scenario.build(3), works, 1).makespan_s
+    assert a != b
+    assert simulate_round(scenario.build(3), works, 0).makespan_s == a
+
+
+def test_energy_follows_kappa_f2_cycles_and_airtime():
+    world = ScenarioConfig().build(1)
+    t = simulate_round(world, _works(1, adapter_down_bytes=0, adapter_up_bytes=0), 0)
+    dev, srv = world.devices[0], world.server
+    cycles = (STEP.device_fwd_flops + STEP.device_bwd_flops) / dev.flops_per_cycle
+    assert t.energy_j["device"] == pytest.approx(dev.kappa * dev.f_hz**2 * cycles + dev.tx_power_w * t.phase_s["IT"])
+    srv_cycles = STEP.server_flops / srv.flops_per_cycle
+    assert t.energy_j["server"] == pytest.approx(srv.kappa * srv.f_hz**2 * srv_cycles + srv.tx_power_w * t.phase_s["GT"])
+
+
+def test_bad_inputs():
+    world = ScenarioConfig().build(2)
+    with pytest.raises(ValueError, match="once"):
+        simulate_round(world, [DeviceRoundWork(0, [STEP]), DeviceRoundWork(0, [STEP])], 0)
+    with pytest.raises(ValueError, match="world has 2 devices"):
+        simulate_round(world, [DeviceRoundWork(5, [STEP])], 0)
+    with pytest.raises(ValueError, match="outside"):
+        simulate_round(world, _works(2), 0, allocator=FixedShares([4e6, 4e6]))
+    with pytest.raises(ValueError, match="no bandwidth"):
+        simulate_round(world, _works(2), 0, allocator=FixedShares([5e6, 0]))
+    with pytest.raises(ValueError, match="server_mode"):
+        simulate_round(world, _works(2), 0, server_mode="batched")
+    with pytest.raises(ValueError, match="up_bytes"):
+        StepWork(1.0, -1, 1.0, 1, 1.0)
+
+
+def test_gantt_png(tmp_path):
+    world = ScenarioConfig.preset("sft-paper").build(3)
+    t = simulate_round(world, _works(3, steps=2), 0)
+    assert set(PHASES) >= set(t.phase_s)
+    path = plot_gantt(t, tmp_path / "round.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
