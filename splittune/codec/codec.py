@@ -8,6 +8,7 @@ returns a CPU tensor of the original shape and original float dtype.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -35,8 +36,8 @@ class Codec:
             raise CodecError(f"{label}: expected a torch.Tensor, got {type(x).__name__}")
         if x.dtype not in DTYPES:
             raise CodecError(f"{label}: dtype {x.dtype} is not supported; use one of {', '.join(map(str, DTYPES))}")
-        if not isinstance(seed, int) or seed < 0:
-            raise CodecError(f"{label}: seed must be a non-negative int, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise CodecError(f"{label}: seed must be a non-negative integer, got {seed!r}")
         x = x.detach().cpu()
         # aminmax propagates NaN and surfaces ±Inf, and is ~10x faster than isfinite().all() on one core.
         if x.numel() and not all(map(math.isfinite, torch.aminmax(x))):
@@ -44,7 +45,7 @@ class Codec:
             raise CodecError(f"{label}: {bad} of {x.numel()} values are NaN or Inf; refusing to encode")
         cfg = self.config
         if cfg.sparse:
-            payload = encode_sparse(x.reshape(-1).float().numpy(), tuple(x.shape), cfg, seed)
+            payload = encode_sparse(x.reshape(-1).float().numpy(), tuple(x.shape), cfg, int(seed))
         else:
             payload = DENSE[cfg.kind][0](x, label)
         return pack(self._kind_id, x.dtype, cfg.per_token, cfg.rho, cfg.levels, tuple(x.shape), payload)

@@ -65,12 +65,19 @@ def _encode_zstd(x: torch.Tensor, label: str) -> bytes:
 
 
 def _decode_zstd(payload: memoryview, frame: Frame) -> torch.Tensor:
-    size = frame.numel * frame.dtype.itemsize
+    return from_raw(unzstd(payload, frame.numel * frame.dtype.itemsize), frame.dtype, frame.numel)
+
+
+def unzstd(payload: bytes | memoryview, size: int) -> bytes:
+    """Decompress a zstd frame that must declare exactly ``size`` bytes of content (the encoder
+    always writes it), so a hostile frame cannot make us allocate more."""
     try:
-        raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
+        declared = zstandard.frame_content_size(payload)
+        if declared != size:
+            raise CodecError(f"zstd frame declares {declared} bytes of content, expected {size}")
+        return zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
     except zstandard.ZstdError as err:
         raise CodecError(f"zstd payload does not decompress: {err}") from None
-    return from_raw(raw, frame.dtype, frame.numel)
 
 
 # kind -> (encode(x in its own dtype, label) -> payload, decode(payload, frame) -> flat tensor)

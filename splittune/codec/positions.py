@@ -102,7 +102,7 @@ def decode_bitmap(buf: bytes | memoryview, k: int, n: int) -> np.ndarray:
 def encode_positions(idx: np.ndarray, n: int, choice: str) -> tuple[int, int, bytes]:
     """(method, Golomb m, bytes) for sorted positions ``idx`` among ``n``; ``choice`` is
     ``auto`` (smaller of the two), ``bitmap`` or ``golomb``."""
-    m = golomb_parameter(len(idx) / n) if n else 1
+    m = golomb_parameter(len(idx) / n) if len(idx) else 1
     gaps = gaps_of(idx)
     if choice == "golomb" or (choice == "auto" and golomb_bits(gaps, m) < n):
         return GOLOMB, m, encode_golomb(gaps, m)

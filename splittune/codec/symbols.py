@@ -15,6 +15,7 @@ import numpy as np
 import zstandard
 
 from . import bits
+from .dense import unzstd
 
 _ZSTD_LEVEL = 3
 
@@ -71,7 +72,7 @@ def encode_zstd(index: np.ndarray, levels: int) -> bytes:
 
 def decode_zstd(buf: memoryview, k: int, levels: int) -> np.ndarray:
     dtype = np.dtype(np.uint8 if levels <= 256 else "<u2")
-    raw = zstandard.ZstdDecompressor().decompress(buf, max_output_size=max(k * dtype.itemsize, 1))
+    raw = unzstd(buf, k * dtype.itemsize)
     return _checked(np.frombuffer(raw, dtype=dtype).astype(np.int64), k, levels)
 
 

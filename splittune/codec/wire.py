@@ -59,6 +59,11 @@ class Frame:
         return math.prod(self.shape)
 
 
+def header_size(ndim: int) -> int:
+    """Bytes of framing in front of the payload of a tensor with ``ndim`` dimensions."""
+    return _FIXED.size + 4 * ndim + _CRC.size
+
+
 def pack(kind_id: int, dtype: torch.dtype, per_token: bool, rho: float, levels: int,
          shape: tuple[int, ...], payload: bytes) -> bytes:
     if len(shape) > MAX_NDIM:

@@ -1,0 +1,115 @@
+"""Truncated, corrupted, foreign or inconsistent bytes raise CodecError; so do unencodable tensors."""
+
+import struct
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from splittune.codec import KINDS, CodecConfig, CodecError, build_codec
+from splittune.codec.wire import pack
+
+CONFIGS = [CodecConfig(kind=k, rho=0.3, levels=6) for k in KINDS] + [
+    CodecConfig(kind="topk+sq+ans", rho=0.05, levels=6, positions="golomb"),
+    CodecConfig(kind="topk+sq", rho=0.3, levels=6, per_token=True, positions="bitmap"),
+]
+IDS = [c.name for c in CONFIGS]
+
+
+def message(cfg: CodecConfig) -> bytes:
+    return build_codec(cfg).encode(torch.randn(3, 7, 11), seed=2)
+
+
+def test_codec_error_is_a_value_error():
+    assert issubclass(CodecError, ValueError)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_every_truncation_is_rejected(cfg):
+    data, codec = message(cfg), build_codec(cfg)
+    for end in range(len(data)):
+        with pytest.raises(CodecError):
+            codec.decode(data[:end])
+    with pytest.raises(CodecError, match="length"):
+        codec.decode(data + b"\0")
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_every_corrupted_byte_is_rejected(cfg):
+    data, codec = message(cfg), build_codec(cfg)
+    for i in range(len(data)):
+        for flip in (0x01, 0x80, 0xFF):
+            bad = bytearray(data)
+            bad[i] ^= flip
+            with pytest.raises(CodecError):
+                codec.decode(bytes(bad))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+@settings(max_examples=40, deadline=None)
+@given(payload=st.binary(max_size=300), shape=st.lists(st.integers(0, 40), max_size=3))
+def test_well_framed_garbage_payloads_are_rejected(cfg, payload, shape):
+    """Past the checksum: a frame with valid CRC but a payload no encoder wrote."""
+    data = pack(list(KINDS).index(cfg.kind), torch.float32, cfg.per_token, cfg.rho, cfg.levels, tuple(shape), payload)
+    try:
+        y = build_codec(cfg).decode(data)
+    except CodecError:
+        return
+    assert tuple(y.shape) == tuple(shape)  # a payload that happens to be valid must decode to its shape
+
+
+@pytest.mark.parametrize("kind", ["none", "zstd", "topk", "topk+sq+ans"])
+def test_huge_shape_claims_are_rejected_before_allocating(kind):
+    cfg = CodecConfig(kind=kind, rho=0.5)
+    for shape in [(1 << 15, 1 << 15), (1 << 10, 1 << 10, 1 << 10)]:  # 4 GiB of float32 each
+        data = pack(list(KINDS).index(kind), torch.float32, False, 0.5, cfg.levels, shape, bytes(64))
+        with pytest.raises(CodecError):
+            build_codec(cfg).decode(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_are_rejected(data):
+    with pytest.raises(CodecError):
+        build_codec(CodecConfig(kind="topk+sq+ans", rho=0.2, levels=8)).decode(data)
+
+
+def test_foreign_messages_are_rejected_with_a_reason():
+    x = torch.randn(4, 9)
+    ans = CodecConfig(kind="topk+sq+ans", rho=0.2, levels=8)
+    with pytest.raises(CodecError, match="encoded with topk\\+sq\\+ans"):
+        build_codec("fp16").decode(build_codec(ans).encode(x))
+    with pytest.raises(CodecError, match="parameters"):
+        build_codec(ans.model_copy(update={"levels": 16})).decode(build_codec(ans).encode(x))
+    with pytest.raises(CodecError, match="magic"):
+        build_codec("none").decode(b"PK\x03\x04" + bytes(60))
+    with pytest.raises(CodecError, match="version"):
+        build_codec("none").decode(b"STCD\x09" + bytes(60))
+    with pytest.raises(CodecError, match="expected bytes"):
+        build_codec("none").decode("STCD")
+
+
+def test_header_fields_are_bounded():
+    head = struct.pack("<4sBBBBdIBQ", b"STCD", 1, 0, 0, 0, 1.0, 16, 200, 0)
+    with pytest.raises(CodecError, match="dimensions"):
+        build_codec("none").decode(head + bytes(64))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_values_are_refused_naming_the_message(kind, bad):
+    x = torch.randn(5, 6)
+    x[2, 3] = bad
+    with pytest.raises(CodecError, match="device 3 activations.*NaN or Inf"):
+        build_codec(CodecConfig(kind=kind, rho=0.5)).encode(x, label="device 3 activations")
+
+
+def test_unencodable_inputs_are_refused():
+    codec = build_codec("topk+sq")
+    with pytest.raises(CodecError, match="grads.*dtype"):
+        codec.encode(torch.arange(6), label="grads")
+    with pytest.raises(CodecError, match="torch.Tensor"):
+        codec.encode([1.0, 2.0])
+    with pytest.raises(CodecError, match="seed"):
+        codec.encode(torch.randn(3), seed=-1)

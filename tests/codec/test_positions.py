@@ -1,0 +1,58 @@
+"""Position coding: bitmap and Golomb agree; Golomb is near the entropy of geometric gaps."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from splittune.codec.positions import (
+    BITMAP, GOLOMB, decode_positions, encode_golomb, encode_positions, gaps_of, golomb_bits, golomb_parameter,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=3000), st.integers(1, 40))
+def test_bitmap_and_golomb_decode_to_the_same_positions(mask, m):
+    mask = np.array(mask)
+    idx = np.flatnonzero(mask)
+    n, k = len(mask), len(idx)
+    _, _, bitmap = encode_positions(idx, n, "bitmap")
+    golomb = encode_golomb(gaps_of(idx), m)
+    assert np.array_equal(decode_positions(bitmap, BITMAP, m, k, n), idx)
+    assert np.array_equal(decode_positions(golomb, GOLOMB, m, k, n), idx)
+    assert len(golomb) == math.ceil(golomb_bits(gaps_of(idx), m) / 8)
+
+
+@pytest.mark.parametrize("idx, n, winner", [
+    (np.arange(0, 1000, 50), 1000, GOLOMB),   # sparse and spread out
+    (np.arange(650, 1000), 1000, BITMAP),     # one dense block: gaps far from geometric
+])
+def test_auto_picks_the_smaller_code(idx, n, winner):
+    method, _, chosen = encode_positions(idx, n, "auto")
+    assert method == winner
+    sizes = [len(encode_positions(idx, n, choice)[2]) for choice in ("bitmap", "golomb")]
+    assert len(chosen) == min(sizes)
+
+
+@pytest.mark.parametrize("rho", [0.005, 0.02, 0.05, 0.1, 0.2, 0.3, 0.45])
+def test_golomb_is_within_3_percent_of_the_entropy_of_geometric_gaps(rho):
+    gaps = np.random.default_rng(1).geometric(rho, 200_000) - 1
+    entropy_bits = len(gaps) * (-rho * math.log2(rho) - (1 - rho) * math.log2(1 - rho)) / rho
+    coded_bits = 8 * len(encode_golomb(gaps, golomb_parameter(rho)))
+    assert coded_bits <= 1.03 * entropy_bits
+
+
+@pytest.mark.parametrize("rho", [0.003, 0.01, 0.07, 0.15, 0.3, 0.49, 0.7])
+def test_golomb_parameter_minimizes_the_expected_code_length(rho):
+    g = np.arange(int(60 / rho))
+    p = rho * (1 - rho) ** g
+
+    def expected_bits(m):
+        b = (m - 1).bit_length()
+        q, r = np.divmod(g, m)
+        return float(p @ (q + b + (r >= (1 << b) - m)))
+
+    best = min(range(1, int(3 / rho) + 2), key=expected_bits)
+    assert expected_bits(golomb_parameter(rho)) <= expected_bits(best) + 1e-9
