@@ -27,8 +27,12 @@ VOCAB = 96
 PAD_ID = VOCAB - 1  # never drawn by `tiny_batch`, so "rightmost non-pad" == "rightmost attended"
 
 
-def tiny_model(family: str, *, task: str = "classification", num_labels: int = 3, layers: int = 4, seed: int = 0):
-    """A 4-block, 32-wide model of `family` ("bert", "gpt2", "llama", "qwen2", "gemma3", "vit")."""
+def tiny_model(family: str, *, task: str = "classification", num_labels: int = 3, layers: int = 4, seed: int = 0,
+               vocab_size: int = VOCAB):
+    """A 4-block, 32-wide model of `family` ("bert", "gpt2", "llama", "qwen2", "gemma3", "vit").
+
+    `vocab_size` lets a tiny model read a real tokenizer's ids (its last id is the padding id).
+    """
     if family not in TINY_FAMILIES:
         raise ValueError(f"unknown tiny family {family!r}; choose one of {TINY_FAMILIES}")
     if task not in ("classification", "causal_lm"):
@@ -36,17 +40,17 @@ def tiny_model(family: str, *, task: str = "classification", num_labels: int = 3
     if task == "causal_lm" and family in ("bert", "vit"):
         raise ValueError(f"{family} has no causal LM head in splittune; use task='classification'")
     torch.manual_seed(seed)
-    common = dict(num_labels=num_labels, pad_token_id=PAD_ID)
+    common = dict(num_labels=num_labels, pad_token_id=vocab_size - 1)
     decoder = dict(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, **common,
     )
     if family == "bert":
-        cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+        cfg = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                          intermediate_size=64, max_position_embeddings=64, **common)
         return BertForSequenceClassification(cfg)
     if family == "gpt2":
-        cfg = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=layers, n_head=4, n_positions=64, **common)
+        cfg = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=layers, n_head=4, n_positions=64, **common)
         return (GPT2ForSequenceClassification if task == "classification" else GPT2LMHeadModel)(cfg)
     if family == "llama":
         cfg = LlamaConfig(**decoder)

@@ -1,0 +1,123 @@
+"""The run configuration: pydantic models loaded from YAML, with `key=value` overrides.
+
+Every field has a default, so an empty config is the embedded default experiment: MiniLM on the
+chatterbot topics, 8 devices, Dirichlet α=0.5, cut after block 3, `sft`. Unknown keys and bad
+values are rejected with the field's dotted path and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from splittune.data import DataConfig
+from splittune.models.lora import LoraSettings
+from splittune.schemes import SCHEMES
+from splittune.schemes.config import CodecPair, Strict, TrainConfig
+
+
+
+class ModelConfig(Strict):
+    name: str = Field("minilm", description="minilm | tiny-{bert,gpt2,llama,qwen2,gemma3,vit} | HF name or local path")
+    max_length: int = Field(64, ge=4, description="tokens per text example (longer ones are truncated)")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+
+
+class SplitConfig(Strict):
+    cut: int = Field(3, description="device-side blocks l: the device runs embeddings + blocks 0..l-1")
+
+
+class RunConfig(Strict):
+    scheme: str = Field("sft", description=f"training scheme: {' | '.join(SCHEMES)}")
+    devices: int = Field(8, ge=1, description="number of devices N")
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    codec: CodecPair = Field(default_factory=CodecPair)
+    max_message_bytes: int = Field(256 * 2**20, ge=1024, description="largest message a receiver accepts")
+    output_dir: Path = Field(Path("runs"), description="parent folder of the run folder")
+
+    @field_validator("scheme")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if v not in SCHEMES:
+            raise ValueError(f"unknown scheme {v!r}; choose one of {', '.join(SCHEMES)}")
+        return v
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the field and what is allowed."""
+
+
+def _format(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        lines.append(f"{where or '<root>'}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""))
+    return "\n".join(lines)
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        child = node.get(k)
+        if isinstance(child, str):  # `codec.up=topk` then `codec.up.rho=0.2`
+            child = {"kind": child}
+        node[k] = child if isinstance(child, dict) else {}
+        node = node[k]
+    last = keys[-1]
+    if isinstance(node.get(last), dict) and not isinstance(value, dict):
+        node[last] = {**node[last], "kind": value}  # `codec.up=topk` after `codec.up.rho=...`
+    else:
+        node[last] = value
+
+
+def parse_overrides(items: list[str]) -> dict:
+    tree: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.rounds=5)")
+        _set(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        elif isinstance(v, dict) and isinstance(out.get(k), str):
+            out[k] = _merge({"kind": out[k]}, v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """YAML file (optional) + `key=value` overrides -> a validated `RunConfig`."""
+    tree: dict = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path} must hold a mapping of config keys, not {type(tree).__name__}")
+    tree = _merge(tree, parse_overrides(list(overrides)))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format(e)) from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,107 @@
+"""What a person reads after a run: the summary table, `report.md` and its plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and in CI
+import matplotlib.pyplot as plt
+from rich.table import Table
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}x"
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str]]:
+    return [
+        ("scheme", summary["scheme"]),
+        ("model", summary["model"]),
+        ("devices / cut", f"{summary['devices']} / {summary['cut'] if summary['cut'] is not None else '-'}"),
+        ("rounds", str(summary["rounds"])),
+        ("final test accuracy", f"{summary['final_accuracy']:.4f}"),
+        ("best test accuracy", f"{summary['best_accuracy']:.4f}"),
+        ("final test loss", f"{summary['final_loss']:.4f}"),
+        ("bytes up / down (total)", f"{human_bytes(summary['bytes_up_total'])} / {human_bytes(summary['bytes_down_total'])}"),
+        ("compression up / down", f"{_ratio(summary['compression_up'])} / {_ratio(summary['compression_down'])}"),
+        ("device peak memory", human_bytes(summary["device_peak_mem_bytes"])),
+        ("server peak memory", human_bytes(summary["server_peak_mem_bytes"])),
+        ("wall time", f"{summary['wall_s']:.1f} s"),
+    ]
+
+
+def summary_table(summary: dict) -> Table:
+    table = Table(title="splittune run summary", show_header=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    for k, v in summary_rows(summary):
+        table.add_row(k, v)
+    return table
+
+
+def plot_training(records: list[dict], path: Path) -> None:
+    rounds = [r["round"] for r in records]
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_acc.plot(rounds, [r["accuracy"] for r in records], marker="o")
+    ax_acc.set(xlabel="round", ylabel="test accuracy", title="Test accuracy")
+    ax_loss.plot(rounds, [r["loss"] for r in records], marker="o", label="test")
+    ax_loss.plot(rounds, [r["train_loss"] for r in records], marker="x", label="train (mean over round)")
+    ax_loss.set(xlabel="round", ylabel="loss", title="Loss")
+    ax_loss.legend()
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _memory_table(summary_mem: dict | None, title: str) -> list[str]:
+    if not summary_mem:
+        return []
+    rows = [f"| {title} | bytes |", "|---|---:|"]
+    for key in ("input_bytes", "activation_bytes", "param_bytes", "grad_bytes", "optimizer_bytes", "total"):
+        rows.append(f"| {key.removesuffix('_bytes')} | {human_bytes(summary_mem[key])} |")
+    return rows + [""]
+
+
+def write_report(out: Path, cfg, records: list[dict], summary: dict) -> None:
+    plot_training(records, out / "training.png")
+    lines = [
+        f"# splittune run: {summary['scheme']} on {summary['model']}",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        *[f"| {k} | {v} |" for k, v in summary_rows(summary)],
+        "",
+        "![accuracy and loss per round](training.png)",
+        "",
+        "## Peak memory (last round, measured)",
+        "",
+        *_memory_table(records[-1].get("device_memory"), "device side"),
+        *_memory_table(records[-1].get("server_memory"), "server side"),
+        "## Per round",
+        "",
+        "| round | accuracy | test loss | train loss | bytes up | bytes down |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *[
+            f"| {r['round']} | {r['accuracy']:.4f} | {r['loss']:.4f} | {r['train_loss']:.4f} | "
+            f"{human_bytes(r['bytes_up'])} | {human_bytes(r['bytes_down'])} |"
+            for r in records
+        ],
+        "",
+        "Configuration: [config.yaml](config.yaml). Per-round data: [metrics.jsonl](metrics.jsonl).",
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(lines))

@@ -1,0 +1,51 @@
+"""Per-device LoRA adapters on one shared frozen base, and their FedAvg (eqs. 7-8).
+
+PEFT keeps several named adapters in the same injected layers; a parameter of adapter `a` is named
+`...lora_A.<a>.weight` (or `...modules_to_save.<a>.weight` for a trainable head). An adapter's
+*slots* on a stage are those parameters keyed by their name with `.<a>` removed, so the same slot
+of different adapters can be averaged and copied between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from splittune.models.split import Stage
+
+
+def adapter_slots(stage: Stage, adapter: str) -> dict[str, nn.Parameter]:
+    tag = f".{adapter}."
+    return {name.replace(tag, ".", 1): p for name, p in stage.named_parameters() if tag in name}
+
+
+def adapter_state(stage: Stage, adapter: str) -> dict[str, torch.Tensor]:
+    return {k: p.detach().clone() for k, p in adapter_slots(stage, adapter).items()}
+
+
+@torch.no_grad()
+def load_adapter_state(stage: Stage, adapter: str, state: dict[str, torch.Tensor]) -> None:
+    """Copy `state` into the adapter's own tensors (in place: optimizers keep pointing at them)."""
+    slots = adapter_slots(stage, adapter)
+    if state.keys() != slots.keys():
+        missing, extra = sorted(slots.keys() - state.keys()), sorted(state.keys() - slots.keys())
+        raise ValueError(f"adapter state does not match stage {stage}: missing {missing[:3]}, unexpected {extra[:3]}")
+    for key, p in slots.items():
+        if state[key].shape != p.shape:
+            raise ValueError(f"adapter slot {key}: shape {tuple(state[key].shape)} != {tuple(p.shape)}")
+        p.copy_(state[key])
+
+
+def fedavg(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Weighted average of adapter states; weights are local data sizes |D_n| (normalised here)."""
+    if not states or len(states) != len(weights):
+        raise ValueError(f"fedavg needs one weight per state, got {len(states)} states and {len(weights)} weights")
+    total = float(sum(weights))
+    if total <= 0 or any(w < 0 for w in weights):
+        raise ValueError(f"fedavg weights must be >= 0 with a positive sum, got {list(weights)}")
+    return {
+        key: sum((w / total) * s[key].to(torch.float64) for s, w in zip(states, weights)).to(states[0][key].dtype)
+        for key in states[0]
+    }

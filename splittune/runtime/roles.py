@@ -1,0 +1,240 @@
+"""The two roles of split fine-tuning: a device and the edge server (SFT Alg. 1).
+
+A `DeviceWorker` owns its side of the model (a `Stage`), its LoRA adapter, its optimizer and its
+local data. Each local step it runs its forward (eq. 3), sends the activations, receives the
+gradient at the cut and updates its adapter (eq. 6). The `ServerWorker` holds ONE frozen copy of
+the server-side blocks with one LoRA adapter (and one optimizer) per device: it runs the server
+forward with that device's adapter (eq. 4), updates it (eq. 5) and replies with the gradient.
+At the end of a round it FedAvg's both sides (eqs. 7-8) into the `global` adapter.
+
+The two talk only through `Transport.call` with `runtime.messages` bytes, so the same code runs
+in one process or across machines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from splittune.codec import Codec
+from splittune.models.split import Activations, Stage
+from splittune.network.memory import SavedTensorMeter
+from splittune.network.trace import StepWork
+from splittune.runtime.adapters import adapter_slots, adapter_state, fedavg, load_adapter_state
+from splittune.runtime.messages import (
+    Message,
+    MessageError,
+    MessageKind,
+    decode,
+    decode_state_dict,
+    encode_state_dict,
+)
+from splittune.runtime.metering import FlopMeter, PeakMemory, memory_breakdown, tensor_bytes
+from splittune.runtime.transport import Transport
+
+GLOBAL = "global"
+OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+def step_seed(seed: int, *parts: int) -> int:
+    """A reproducible seed for one (device, round, step, direction), whatever the execution order."""
+    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
+
+
+def own_parameters(stage: Stage, adapter: str, all_adapters: set[str]) -> list[torch.nn.Parameter]:
+    """The frozen base plus `adapter`'s parameters: what this side would really hold in memory."""
+    others = {f".{a}." for a in all_adapters - {adapter}}
+    return [p for name, p in stage.named_parameters() if not any(t in name for t in others)]
+
+
+class DeviceWorker:
+    def __init__(
+        self,
+        index: int,
+        stage: Stage,
+        batches: Iterator[dict],
+        num_samples: int,
+        make_optimizer: OptimizerFactory,
+        up: Codec,
+        down: Codec,
+        transport: Transport,
+        all_adapters: set[str],
+        seed: int = 0,
+    ):
+        self.index, self.stage, self.batches, self.num_samples = index, stage, batches, num_samples
+        self.adapter = f"dev{index}"
+        self.up, self.down, self.transport, self.seed = up, down, transport, seed
+        self.params = list(adapter_slots(stage, self.adapter).values())
+        self.optimizer = make_optimizer(self.params)
+        self.own = own_parameters(stage, self.adapter, all_adapters)
+        self.fwd_flops, self.bwd_flops = FlopMeter(), FlopMeter()
+        self.memory = PeakMemory()
+        self.tensor_bytes = {"up": [0, 0], "down": [0, 0]}  # [raw fp32 bytes, encoded bytes] of cut tensors
+
+    def download_adapter(self) -> int:
+        """Load the global device-side adapter from the server; returns the reply's size."""
+        request = Message(MessageKind.ACK, device=self.index).encode()
+        reply = self.transport.call("download_adapter", request)
+        load_adapter_state(self.stage, self.adapter, decode_state_dict(decode(reply, expect=MessageKind.ADAPTER).section("state")))
+        return len(reply)
+
+    def upload_adapter(self) -> int:
+        msg = Message(MessageKind.ADAPTER, device=self.index, meta={"num_samples": self.num_samples})
+        msg.sections["state"] = encode_state_dict(adapter_state(self.stage, self.adapter))
+        request = msg.encode()
+        decode(self.transport.call("upload_adapter", request), expect=MessageKind.ACK)
+        return len(request)
+
+    def train_step(self, round_idx: int, step: int) -> tuple[float, StepWork]:
+        batch = next(self.batches)
+        self.stage.root.set_adapter(self.adapter)
+        torch.manual_seed(step_seed(self.seed, self.index, round_idx, step, 0))  # dropout masks
+        shape_key = tuple(t.shape for t in batch.values())
+        with SavedTensorMeter(exclude=self.own) as saved, self.fwd_flops.measure(shape_key):
+            acts = self.stage(batch)
+        msg = Message(MessageKind.ACTIVATIONS, device=self.index, step=step, meta={"round": round_idx})
+        msg.sections["hidden"] = self.up.encode(
+            acts.hidden.detach(), seed=step_seed(self.seed, self.index, round_idx, step, 1),
+            label=f"device {self.index} activations (round {round_idx}, step {step})",
+        )
+        self._count("up", acts.hidden, msg.sections["hidden"])
+        if acts.attention_mask is not None:
+            msg.add_raw("attention_mask", acts.attention_mask)
+        if acts.labels is not None:
+            msg.add_raw("labels", acts.labels)
+        request = msg.encode()
+        raw_reply = self.transport.call("train_step", request)
+        reply = decode(raw_reply, expect=MessageKind.GRADIENTS)
+        grad = self.down.decode(reply.section("gradient"))
+        self._count("down", grad, reply.section("gradient"))
+        if grad.shape != acts.hidden.shape:
+            raise MessageError(f"gradient of shape {tuple(grad.shape)} for activations of shape {tuple(acts.hidden.shape)}")
+        with self.bwd_flops.measure(shape_key):
+            acts.hidden.backward(grad.to(acts.hidden.dtype))
+        self.memory.observe(memory_breakdown(
+            params=self.own, trainable=self.params, optimizers=[self.optimizer],
+            activation_bytes=saved.bytes, input_bytes=tensor_bytes(batch.values()),
+        ))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        work = StepWork(
+            device_fwd_flops=self.fwd_flops.last,
+            up_bytes=len(request),
+            server_flops=float(reply.meta["server_flops"]),
+            down_bytes=len(raw_reply),
+            device_bwd_flops=self.bwd_flops.last,
+        )
+        return float(reply.meta["loss"]), work
+
+    def _count(self, direction: str, tensor: torch.Tensor, encoded: bytes) -> None:
+        self.tensor_bytes[direction][0] += tensor.numel() * 4
+        self.tensor_bytes[direction][1] += len(encoded)
+
+
+class ServerWorker:
+    def __init__(
+        self,
+        stage: Stage,
+        device_stage: Stage,
+        devices: list[int],
+        make_optimizer: OptimizerFactory,
+        up: Codec,
+        down: Codec,
+        hidden_size: int,
+        max_message_bytes: int,
+        seed: int = 0,
+    ):
+        self.stage, self.device_stage, self.devices = stage, device_stage, devices
+        self.up, self.down, self.hidden_size = up, down, hidden_size
+        self.max_message_bytes, self.seed = max_message_bytes, seed
+        self.params = {n: list(adapter_slots(stage, f"dev{n}").values()) for n in devices}
+        self.optimizers = {n: make_optimizer(self.params[n]) for n in devices}
+        self.flops = FlopMeter()
+        self.memory = PeakMemory()
+        self._uploads: dict[int, tuple[float, dict[str, torch.Tensor]]] = {}
+        self._global_device_state = adapter_state(device_stage, GLOBAL)
+
+    def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
+        return {
+            "train_step": self.train_step,
+            "upload_adapter": self.receive_adapter,
+            "download_adapter": self.send_adapter,
+        }
+
+    def _device(self, msg: Message) -> int:
+        if msg.device not in self.params:
+            raise MessageError(f"message from unknown device {msg.device}; known devices: {sorted(self.params)}")
+        return msg.device
+
+    def _activations(self, msg: Message) -> Activations:
+        hidden = self.up.decode(msg.section("hidden"))
+        if hidden.dim() != 3 or hidden.shape[-1] != self.hidden_size:
+            raise MessageError(f"activations of shape {tuple(hidden.shape)}; expected (batch, tokens, {self.hidden_size})")
+        mask = msg.raw("attention_mask") if "attention_mask" in msg.sections else None
+        labels = msg.raw("labels") if "labels" in msg.sections else None
+        if mask is not None and tuple(mask.shape) != tuple(hidden.shape[:2]):
+            raise MessageError(f"attention mask of shape {tuple(mask.shape)} for activations {tuple(hidden.shape)}")
+        if labels is None:
+            raise MessageError("activations arrived without labels, but this server holds the loss")
+        return Activations(hidden.requires_grad_(), mask, labels)
+
+    def train_step(self, request: bytes) -> bytes:
+        msg = decode(request, expect=MessageKind.ACTIVATIONS, max_bytes=self.max_message_bytes)
+        n = self._device(msg)
+        acts = self._activations(msg)
+        round_idx = int(msg.meta.get("round", 0))
+        self.stage.root.set_adapter(f"dev{n}")
+        torch.manual_seed(step_seed(self.seed, n, round_idx, msg.step, 2))
+        own = own_parameters(self.stage, f"dev{n}", set())  # the server holds every adapter
+        with SavedTensorMeter(exclude=own) as saved, self.flops.measure(tuple(acts.hidden.shape)):
+            out = self.stage(acts)
+            out.loss.backward()
+        self.memory.observe(memory_breakdown(
+            params=own, trainable=self.params[n], optimizers=self.optimizers.values(),
+            activation_bytes=saved.bytes, input_bytes=tensor_bytes([acts.hidden, acts.attention_mask, acts.labels]),
+        ))
+        self.optimizers[n].step()
+        self.optimizers[n].zero_grad(set_to_none=True)
+        reply = Message(MessageKind.GRADIENTS, device=n, step=msg.step,
+                        meta={"loss": out.loss.item(), "server_flops": self.flops.last})
+        reply.sections["gradient"] = self.down.encode(
+            acts.hidden.grad, seed=step_seed(self.seed, n, round_idx, msg.step, 3),
+            label=f"gradient for device {n} (round {round_idx}, step {msg.step})",
+        )
+        return reply.encode()
+
+    def receive_adapter(self, request: bytes) -> bytes:
+        msg = decode(request, expect=MessageKind.ADAPTER, max_bytes=self.max_message_bytes)
+        n = self._device(msg)
+        state = decode_state_dict(msg.section("state"))
+        expected = adapter_slots(self.device_stage, GLOBAL)
+        if state.keys() != expected.keys() or any(state[k].shape != expected[k].shape for k in state):
+            raise MessageError(f"device {n} uploaded an adapter that does not match the device-side model")
+        self._uploads[n] = (float(msg.meta.get("num_samples", 0)), state)
+        return Message(MessageKind.ACK, device=n).encode()
+
+    def send_adapter(self, request: bytes) -> bytes:
+        n = self._device(decode(request, expect=MessageKind.ACK, max_bytes=self.max_message_bytes))
+        msg = Message(MessageKind.ADAPTER, device=n)
+        msg.sections["state"] = encode_state_dict(self._global_device_state)
+        return msg.encode()
+
+    def start_round(self) -> None:
+        """Every server-side device adapter starts the round from the global server-side adapter."""
+        state = adapter_state(self.stage, GLOBAL)
+        for n in self.devices:
+            load_adapter_state(self.stage, f"dev{n}", state)
+
+    def aggregate(self) -> None:
+        """FedAvg weighted by local data size (eqs. 7-8), into the global adapter on both sides."""
+        missing = sorted(set(self.devices) - set(self._uploads))
+        if missing:
+            raise RuntimeError(f"devices {missing} did not upload their adapters this round")
+        weights = [self._uploads[n][0] for n in self.devices]
+        self._global_device_state = fedavg([self._uploads[n][1] for n in self.devices], weights)
+        load_adapter_state(self.device_stage, GLOBAL, self._global_device_state)
+        server_states = [adapter_state(self.stage, f"dev{n}") for n in self.devices]
+        load_adapter_state(self.stage, GLOBAL, fedavg(server_states, weights))
+        self._uploads.clear()

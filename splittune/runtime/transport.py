@@ -1,0 +1,30 @@
+"""How messages travel. A scheme only ever calls `transport.call(method, request) -> reply`.
+
+`InProcessTransport` hands the bytes to the server's handler in the same process; gRPC and Ray
+transports implement the same one-method protocol, so no scheme changes when messages cross a
+real network. Requests and replies are always `bytes` produced by `runtime.messages`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+Handler = Callable[[bytes], bytes]
+
+
+class Transport(Protocol):
+    def call(self, method: str, request: bytes) -> bytes: ...
+
+
+class InProcessTransport:
+    """Calls the server's handlers directly; copies nothing, pickles nothing."""
+
+    def __init__(self, handlers: dict[str, Handler]):
+        self.handlers = dict(handlers)
+
+    def call(self, method: str, request: bytes) -> bytes:
+        handler = self.handlers.get(method)
+        if handler is None:
+            raise ValueError(f"unknown method {method!r}; the server offers {sorted(self.handlers)}")
+        return handler(bytes(request))

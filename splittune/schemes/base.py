@@ -1,0 +1,88 @@
+"""What every scheme shares: its inputs (`Setup`), its per-round output, optimizers and evaluation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from splittune.models.lora import LoraSettings
+from splittune.network.memory import MemoryBreakdown
+from splittune.network.trace import DeviceRoundWork
+from splittune.runtime.batches import num_examples, ordered_batches
+from splittune.schemes.config import CodecPair, TrainConfig
+
+
+@dataclass
+class Setup:
+    """A loaded model (no LoRA yet) and the data, already split across devices and tensorized."""
+
+    model: nn.Module
+    device_data: list[dict[str, torch.Tensor]]
+    test_data: dict[str, torch.Tensor]
+    train: TrainConfig
+    lora: LoraSettings
+    cut: int
+    codec: CodecPair
+    seed: int = 0
+    max_message_bytes: int = 256 * 2**20
+
+    @property
+    def sizes(self) -> list[int]:
+        return [num_examples(d) for d in self.device_data]
+
+
+@dataclass
+class RoundResult:
+    loss: float  # mean training loss over the round's steps
+    works: list[DeviceRoundWork] = field(default_factory=list)  # what each device did, for the clock
+    device_memory: MemoryBreakdown | None = None  # peak over devices
+    server_memory: MemoryBreakdown | None = None
+    bytes_up: int = 0
+    bytes_down: int = 0
+    compression_up: float | None = None  # raw fp32 tensor bytes / encoded bytes
+    compression_down: float | None = None
+
+
+def make_optimizer_factory(train: TrainConfig):
+    def make(params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        if train.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+
+    return make
+
+
+def round_lr(train: TrainConfig, round_idx: int) -> float:
+    return train.lr * train.lr_decay**round_idx
+
+
+def set_lr(optimizers, lr: float) -> None:
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
+def local_steps(train: TrainConfig, num_samples: int) -> int:
+    """K: local steps per round for a device holding `num_samples` examples."""
+    if train.local_steps is not None:
+        return train.local_steps
+    return max(1, math.ceil(train.local_epochs * num_samples / train.batch_size))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: dict[str, torch.Tensor], batch_size: int) -> tuple[float, float]:
+    """Test accuracy and mean loss of the unsplit model (split == unsplit, so this is the split model's)."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum, n = 0, 0.0, 0
+    for batch in ordered_batches(data, batch_size):
+        out = model(**batch)
+        labels = batch["labels"]
+        correct += int((out.logits.argmax(-1) == labels).sum())
+        loss_sum += float(out.loss) * len(labels)
+        n += len(labels)
+    model.train(was_training)
+    return correct / max(n, 1), loss_sum / max(n, 1)

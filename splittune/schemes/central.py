@@ -1,0 +1,54 @@
+"""Central: the whole model with LoRA trained on all the data in one place (the upper bound).
+
+A round is the same amount of work as an `sft` round: `local_epochs` passes (or `local_steps`
+steps) over the pooled data. No messages, no aggregation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from splittune.models.lora import attach_lora
+from splittune.network.memory import SavedTensorMeter
+from splittune.runtime.batches import shuffled_batches
+from splittune.runtime.metering import memory_breakdown, tensor_bytes
+from splittune.schemes.base import RoundResult, Setup, evaluate, local_steps, make_optimizer_factory, round_lr, set_lr
+
+
+class Central:
+    name = "central"
+
+    def __init__(self, setup: Setup):
+        self.setup = setup
+        torch.manual_seed(setup.seed)
+        self.model = attach_lora(setup.model, setup.lora, adapter_name="global")
+        self.model.train()
+        pooled = {k: torch.cat([d[k] for d in setup.device_data]) for k in setup.device_data[0]}
+        self.batches = shuffled_batches(pooled, setup.train.batch_size, seed=setup.seed)
+        self.steps = local_steps(setup.train, len(pooled["labels"]))
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer_factory(setup.train)(self.params)
+
+    def run_round(self, round_idx: int) -> RoundResult:
+        set_lr([self.optimizer], round_lr(self.setup.train, round_idx))
+        losses, peak = [], None
+        for _ in range(self.steps):
+            batch = next(self.batches)
+            with SavedTensorMeter(exclude=self.model.parameters()) as saved:
+                loss = self.model(**batch).loss
+            loss.backward()
+            mem = memory_breakdown(params=self.model.parameters(), trainable=self.params, optimizers=[self.optimizer],
+                                   activation_bytes=saved.bytes, input_bytes=tensor_bytes(batch.values()))
+            peak = mem if peak is None or mem.total > peak.total else peak
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss))
+        if self.setup.train.reset_optimizer:
+            self.optimizer.state.clear()
+        return RoundResult(loss=sum(losses) / len(losses), device_memory=peak)
+
+    def evaluate(self) -> tuple[float, float]:
+        return evaluate(self.model, self.setup.test_data, self.setup.train.eval_batch_size)
+
+    def save_adapter(self, path) -> None:
+        self.model.save_pretrained(str(path))
