@@ -101,13 +101,17 @@ class SavedTensorMeter:
         self.bytes = 0
         self.count = 0  # distinct storages counted
 
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+    def add(self, t: torch.Tensor) -> None:
+        """Count a tensor autograd does not save but the step holds, e.g. a stage output awaiting its gradient."""
         storage = t.untyped_storage()
         key = storage._cdata
         if key not in self._excluded and key not in self._seen:
             self._seen[key] = storage
             self.bytes += storage.nbytes()
             self.count += 1
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        self.add(t)
         return t
 
     def __enter__(self) -> SavedTensorMeter:
