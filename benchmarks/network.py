@@ -55,7 +55,9 @@ def vit_flops() -> tuple[dict[str, float], dict[str, float]]:
         return torch.nn.functional.cross_entropy(logits, labels)
 
     srv = count_forward_backward(server_fwd)
-    shape = TransformerShape(BATCH, 197, cfg.hidden_size, cfg.num_attention_heads, RANK, cfg.num_hidden_layers, cfg.num_labels)
+    shape = TransformerShape(
+        BATCH, 197, cfg.hidden_size, cfg.num_attention_heads, RANK, cfg.num_hidden_layers, cfg.num_labels
+    )
     p = paper_flops(shape, CUT)
     counted = {"device fwd": dev.forward, "device bwd": dev.backward, "server fwd+bwd": srv.forward + srv.backward}
     paper = {"device fwd": p.device_fwd, "device bwd": p.device_bwd, "server fwd+bwd": p.server_fwd + p.server_bwd}

@@ -172,8 +172,8 @@ def simulate_round(
     du = [np.array([p.compute_s(s.device_bwd_flops) for s in w.steps]) for p, w in zip(profs, works)]
     sc = [np.array([s.server_flops / server_flops_per_s for s in w.steps]) for w in works]
     ed_bcast = np.array([_air_s(w.model_down_bytes + w.adapter_down_bytes, r) for w, r in zip(works, broadcast_bps)])
-    bits_ul = np.array([8.0 * (sum(s.up_bytes for s in w.steps) + w.adapter_up_bytes + w.server_adapter_bytes) for w in works])
-    bits_dl = np.array([8.0 * (sum(s.down_bytes for s in w.steps) + w.server_adapter_bytes) for w in works])
+    bits_ul = 8.0 * np.array([sum(s.up_bytes for s in w.steps) + w.adapter_up_bytes + w.server_adapter_bytes for w in works])
+    bits_dl = 8.0 * np.array([sum(s.down_bytes for s in w.steps) + w.server_adapter_bytes for w in works])
     demand = BandwidthDemand(
         total_hz=world.channel.bandwidth_hz,
         fixed_s=ed_bcast + np.array([c.sum() + u.sum() + s.sum() for c, u, s in zip(cc, du, sc)]),

@@ -1,4 +1,7 @@
-"""Gantt chart of a simulated round: one row per device, plus a row for the shared server."""
+"""Gantt chart of a simulated round: one row per device, plus a row for the server.
+
+Gaps inside a device's row (hatched) are waits for the shared server.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,12 @@ def plot_gantt(timeline: RoundTimeline, path: str | Path, title: str | None = No
     rows = {d: i for i, d in enumerate(devices)}
     server_row = len(devices)
     fig, ax = plt.subplots(figsize=(10, 0.45 * (len(devices) + 1) + 1.5))
-    for e in timeline.events:
+    last_end: dict[int, float] = {}
+    for e in sorted(timeline.events, key=lambda e: e.start_s):
+        gap = e.start_s - last_end.get(e.device, 0.0)
+        if gap > 1e-12 * max(timeline.makespan_s, 1.0):
+            ax.barh(rows[e.device], gap, left=e.start_s - gap, color="white", hatch="///", edgecolor="#bbbbbb", height=0.7)
+        last_end[e.device] = e.end_s
         ax.barh(rows[e.device], e.end_s - e.start_s, left=e.start_s, color=_COLOURS[e.phase], height=0.7)
         if e.phase == "SC":
             ax.barh(server_row, e.end_s - e.start_s, left=e.start_s, color=_COLOURS["SC"], height=0.7, edgecolor="k")
@@ -31,7 +39,9 @@ def plot_gantt(timeline: RoundTimeline, path: str | Path, title: str | None = No
     ax.set_xlabel("simulated time (s)")
     ax.set_title(title or f"round {timeline.round_idx}: makespan {timeline.makespan_s:.3g} s")
     handles = [plt.Rectangle((0, 0), 1, 1, color=_COLOURS[p]) for p in PHASES]
-    ax.legend(handles, PHASES, ncol=len(PHASES), loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", hatch="///", edgecolor="#bbbbbb"))
+    labels = [*PHASES, "wait"]
+    ax.legend(handles, labels, ncol=len(labels), loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

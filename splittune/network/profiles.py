@@ -85,13 +85,17 @@ class ServerProfile(_Processor):
     tx_power_w: float = Field(default=1.0, ge=0, description="downlink transmit power")
 
 
+_DEVICE_TABLE = [  # name, memory (GB), f (GHz), C, D, full-load compute power (W); sources above
+    ("jetson-nano", 8, 1.0, 256, 4, 10),
+    ("jetson-tx2", 8, 1.30, 256, 4, 15),
+    ("jetson-xavier-nx", 16, 1.10, 384, 4, 15),
+    ("jetson-orin-nano", 8, 0.625, 1024, 4, 15),
+    ("raspberry-pi-4b", 4, 1.5, 4, 8, 6),
+    ("phone", 8, 0.68, 1536, 2, 5),
+]
 _DEVICES = [
-    DeviceProfile(name="jetson-nano", memory_bytes=8 * GB, f_hz=1.0e9, cores=256, flops_per_cycle=4, compute_power_w=10),
-    DeviceProfile(name="jetson-tx2", memory_bytes=8 * GB, f_hz=1.30e9, cores=256, flops_per_cycle=4, compute_power_w=15),
-    DeviceProfile(name="jetson-xavier-nx", memory_bytes=16 * GB, f_hz=1.10e9, cores=384, flops_per_cycle=4, compute_power_w=15),
-    DeviceProfile(name="jetson-orin-nano", memory_bytes=8 * GB, f_hz=0.625e9, cores=1024, flops_per_cycle=4, compute_power_w=15),
-    DeviceProfile(name="raspberry-pi-4b", memory_bytes=4 * GB, f_hz=1.5e9, cores=4, flops_per_cycle=8, compute_power_w=6),
-    DeviceProfile(name="phone", memory_bytes=8 * GB, f_hz=0.68e9, cores=1536, flops_per_cycle=2, compute_power_w=5),
+    DeviceProfile(name=n, memory_bytes=m * GB, f_hz=f * 1e9, cores=c, flops_per_cycle=d, compute_power_w=w)
+    for n, m, f, c, d, w in _DEVICE_TABLE
 ]
 _SERVERS = [
     ServerProfile(name="edge-server", f_hz=40e9, cores=2048, flops_per_cycle=4, compute_power_w=300),

@@ -15,7 +15,8 @@ def _gpt2():
 
 
 def _bert():
-    return BertModel(BertConfig(num_hidden_layers=2, hidden_size=D, num_attention_heads=H, intermediate_size=4 * D, vocab_size=50))
+    cfg = BertConfig(num_hidden_layers=2, hidden_size=D, num_attention_heads=H, intermediate_size=4 * D, vocab_size=50)
+    return BertModel(cfg)
 
 
 def _ids():
