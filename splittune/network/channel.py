@@ -69,6 +69,7 @@ class ChannelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bandwidth_hz: float = Field(default=5e6, gt=0, description="total bandwidth B shared by the devices")
+    max_share_hz: float | None = Field(default=None, gt=0, description="b_max per device (eq. 27f); None: B")
     snr_db: float | list[float] = Field(default=17.0, description="uplink mean SNR, one value or one per device")
     downlink_snr_db: float | list[float] | None = Field(default=None, description="None: same as snr_db")
     path_loss: PathLossConfig | None = None
@@ -117,6 +118,7 @@ class Channel:
         self.n_devices = n_devices
         self.seed = seed
         self.bandwidth_hz = config.bandwidth_hz
+        self.max_share_hz = config.max_share_hz
         self.distances_m = self._distances()
         gain = 1.0 if self.distances_m is None else (self.distances_m / config.path_loss.ref_distance_m) ** (
             -config.path_loss.exponent

@@ -20,8 +20,9 @@ Process model (one SimPy process per participating device, all starting at t = 0
 
 With one step, no queueing and a constant channel, a device's finish time is eq. 18 and the
 round's makespan is eq. 19 (max over devices). Bandwidth shares b_n are fixed for the round and
-come from a `BandwidthAllocator` given a `BandwidthDemand`: fixed_s = ED broadcast + all CC, DU
-and SC times (queueing ignored), load_hz_s = uplink and downlink bits / log2(1 + SNR).
+come from a `BandwidthAllocator` given a `BandwidthDemand` (b_max = channel.max_share_hz):
+fixed_s = ED broadcast + all CC, DU and SC times (queueing ignored), load_hz_s = uplink and
+downlink bits / log2(1 + SNR).
 The channel state (SNRs) is the one of `round_idx` (block fading: constant within a round).
 Energy (see `energy`): devices pay compute and uplink airtime, the server its compute and downlink
 airtime (ED broadcast counted once per receiving device).
@@ -127,6 +128,8 @@ def _check_shares(shares: np.ndarray, demand: BandwidthDemand, name: str) -> np.
         raise ValueError(f"allocator {name!r} returned {shares.shape[0]} shares for {len(demand.load_hz_s)} devices")
     if np.any(shares < 0) or shares.sum() > demand.total_hz * (1 + 1e-9):
         raise ValueError(f"allocator {name!r} returned shares {shares} outside [0, B={demand.total_hz}] in total")
+    if np.any(shares > demand.cap_hz * (1 + 1e-9)):
+        raise ValueError(f"allocator {name!r} returned shares {shares} above b_max = {demand.cap_hz} Hz")
     if np.any((shares <= 0) & (demand.load_hz_s > 0)):
         raise ValueError(f"allocator {name!r} gave no bandwidth to a device that has bytes to send: {shares}")
     return shares
@@ -178,6 +181,7 @@ def simulate_round(
         total_hz=world.channel.bandwidth_hz,
         fixed_s=ed_bcast + np.array([c.sum() + u.sum() + s.sum() for c, u, s in zip(cc, du, sc)]),
         load_hz_s=bits_ul / se_ul + bits_dl / se_dl,
+        max_hz=world.channel.max_share_hz,
     )
     shares = _check_shares(allocator.allocate(demand), demand, getattr(allocator, "name", type(allocator).__name__))
     ul_bps, dl_bps = shares * se_ul, shares * se_dl

@@ -130,6 +130,9 @@ def test_bad_inputs():
         simulate_round(world, [DeviceRoundWork(5, [STEP])], 0)
     with pytest.raises(ValueError, match="outside"):
         simulate_round(world, _works(2), 0, allocator=FixedShares([4e6, 4e6]))
+    capped = ScenarioConfig(channel={"max_share_hz": 2e6}).build(2)
+    with pytest.raises(ValueError, match="b_max"):
+        simulate_round(capped, _works(2), 0, allocator=FixedShares([3e6, 2e6]))
     with pytest.raises(ValueError, match="no bandwidth"):
         simulate_round(world, _works(2), 0, allocator=FixedShares([5e6, 0]))
     with pytest.raises(ValueError, match="server_mode"):
