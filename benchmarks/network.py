@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from splittune.experiments.table3 import _build, vit_base_config
+from splittune.experiments.table3 import build_vit, vit_base_config
 from splittune.network.clock import PHASES, simulate_round
 from splittune.network.flops import count_forward_backward, paper_flops
 from splittune.network.scenario import ScenarioConfig
@@ -34,7 +34,7 @@ BATCH, CUT, RANK = 64, 5, 16
 
 def vit_flops() -> tuple[dict[str, float], dict[str, float]]:
     cfg = vit_base_config()
-    vit = _build(cfg, RANK).get_base_model()
+    vit = build_vit(cfg, RANK).get_base_model()
     pixels = torch.empty(BATCH, 3, cfg.image_size, cfg.image_size, device="meta")
     labels = torch.zeros(BATCH, dtype=torch.long, device="meta")
 

@@ -82,7 +82,8 @@ def _lora_targets(model: torch.nn.Module) -> list[str]:
     raise ValueError("no query/value projections found in the ViT to put LoRA on")
 
 
-def _build(cfg: ViTConfig, lora_rank: int | None) -> torch.nn.Module:
+def build_vit(cfg: ViTConfig, lora_rank: int | None) -> torch.nn.Module:
+    """The ViT classifier on the `meta` device, in train mode; with LoRA (q, v and the head trained) if a rank is given."""
     with torch.device("meta"):
         model = ViTForImageClassification(cfg)
     if lora_rank is not None:
@@ -95,7 +96,7 @@ def _vit(model: torch.nn.Module) -> ViTForImageClassification:
     return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
-def _measure(model: torch.nn.Module, batch: int, device_blocks: int | None) -> MemoryBreakdown:
+def measure_device_memory(model: torch.nn.Module, batch: int, device_blocks: int | None) -> MemoryBreakdown:
     """One training step of the device's part: all of it (None) or embeddings + `device_blocks` blocks."""
     vit = _vit(model)
     cfg = vit.config
@@ -145,12 +146,12 @@ def reproduce_table3(
     cfg = config or vit_base_config()
     if not 0 <= device_blocks <= cfg.num_hidden_layers:
         raise ValueError(f"device_blocks must be in [0, {cfg.num_hidden_layers}], got {device_blocks}")
-    full, lora = _build(cfg, None), _build(cfg, lora_rank)
+    full, lora = build_vit(cfg, None), build_vit(cfg, lora_rank)
     result = Table3Result(
         columns={
-            "FL full FT": _measure(full, batch, None),
-            "FL LoRA": _measure(lora, batch, None),
-            "split (SL/SFT)": _measure(lora, batch, device_blocks),
+            "FL full FT": measure_device_memory(full, batch, None),
+            "FL LoRA": measure_device_memory(lora, batch, None),
+            "split (SL/SFT)": measure_device_memory(lora, batch, device_blocks),
         },
         config={"batch": batch, "device_blocks": device_blocks, "lora_rank": lora_rank, "blocks": cfg.num_hidden_layers},
     )
@@ -160,7 +161,7 @@ def reproduce_table3(
             batch, n_tokens, cfg.hidden_size, cfg.num_attention_heads, lora_rank, cfg.num_hidden_layers, cfg.num_labels
         )
         result.sweep = [
-            (l, _measure(lora, batch, l), analytical_device_bytes(shape, l)) for l in range(cfg.num_hidden_layers + 1)
+            (l, measure_device_memory(lora, batch, l), analytical_device_bytes(shape, l)) for l in range(cfg.num_hidden_layers + 1)
         ]
     _print(result, console or Console())
     return result
