@@ -83,7 +83,7 @@ def _lora_targets(model: torch.nn.Module) -> list[str]:
 
 
 def build_vit(cfg: ViTConfig, lora_rank: int | None) -> torch.nn.Module:
-    """The ViT classifier on the `meta` device, in train mode; with LoRA (q, v and the head trained) if a rank is given."""
+    """The ViT classifier on `meta`, in train mode; with a rank, LoRA on q and v (and the head trained)."""
     with torch.device("meta"):
         model = ViTForImageClassification(cfg)
     if lora_rank is not None:

@@ -1,0 +1,35 @@
+"""The simulated wireless world: profiles, channel, cost models and the discrete-event clock of a round.
+
+The torch-free core is re-exported here; `memory` and `flops` (which need torch) and `gantt`
+(matplotlib) are imported from their modules.
+"""
+
+from splittune.network.bandwidth import BandwidthAllocator, BandwidthDemand, EqualAllocator
+from splittune.network.channel import Channel, ChannelConfig, ChannelState, PathLossConfig
+from splittune.network.clock import PHASES, Event, RoundDurations, RoundTimeline, simulate_round
+from splittune.network.profiles import DeviceProfile, ServerProfile
+from splittune.network.scenario import FleetConfig, ScenarioConfig, ServerConfig, World
+from splittune.network.trace import DeviceRoundWork, StepWork
+
+__all__ = [
+    "PHASES",
+    "BandwidthAllocator",
+    "BandwidthDemand",
+    "Channel",
+    "ChannelConfig",
+    "ChannelState",
+    "DeviceProfile",
+    "DeviceRoundWork",
+    "EqualAllocator",
+    "Event",
+    "FleetConfig",
+    "PathLossConfig",
+    "RoundDurations",
+    "RoundTimeline",
+    "ScenarioConfig",
+    "ServerConfig",
+    "ServerProfile",
+    "StepWork",
+    "World",
+    "simulate_round",
+]
