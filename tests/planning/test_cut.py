@@ -11,7 +11,7 @@ def random_problem(rng, layers=8):
     cuts = list(range(1, layers))
     device = rng.uniform(0.5, 2.0) * np.arange(1, layers)  # device compute grows with l
     server = rng.uniform(0.1, 0.5) * (layers - np.arange(1, layers))
-    comm = rng.uniform(5, 80, layers - 1)  # activation airtime, uncompressed
+    comm = rng.uniform(20, 400, layers - 1)  # activation airtime uncompressed; varies with l
 
     def delay(l, rho, e):
         return device[l - 1] + server[l - 1] + comm[l - 1] * compression_ratio(rho, e)
