@@ -1,6 +1,7 @@
 """Fixed-width unsigned integers to and from bit arrays (one uint8 0/1 per bit, MSB first).
 
-Vectorized over all values at once: a (n, width) shift-and-mask instead of a per-element loop.
+Vectorized over all values at once through ``np.unpackbits`` / ``np.packbits`` on the big-endian
+bytes of each value, so the temporaries are uint8, not one int64 per bit.
 """
 
 from __future__ import annotations
@@ -8,20 +9,31 @@ from __future__ import annotations
 import numpy as np
 
 
+def _container(width: int) -> np.dtype:
+    """Smallest big-endian unsigned integer dtype holding ``width`` bits."""
+    for size in (1, 2, 4, 8):
+        if width <= 8 * size:
+            return np.dtype(f">u{size}")
+    raise ValueError(f"cannot pack {width}-bit values")
+
+
 def to_bits(values: np.ndarray, width: int) -> np.ndarray:
-    """Bits of each value in ``width`` bits, most significant first, concatenated."""
+    """Bits of each (non-negative, < 2**width) value in ``width`` bits, MSB first, concatenated."""
     if width == 0 or len(values) == 0:
         return np.zeros(0, dtype=np.uint8)
-    shifts = np.arange(width - 1, -1, -1, dtype=np.int64)
-    return ((values.astype(np.int64)[:, None] >> shifts) & 1).astype(np.uint8).ravel()
+    dtype = _container(width)
+    raw = values.astype(dtype).view(np.uint8).reshape(len(values), dtype.itemsize)
+    return np.unpackbits(raw, axis=1)[:, 8 * dtype.itemsize - width:].ravel()
 
 
 def from_bits(bits: np.ndarray, width: int) -> np.ndarray:
     """Inverse of :func:`to_bits`: ``len(bits) // width`` values as int64."""
     if width == 0:
         return np.zeros(0, dtype=np.int64)
-    weights = np.int64(1) << np.arange(width - 1, -1, -1, dtype=np.int64)
-    return bits.reshape(-1, width).astype(np.int64) @ weights
+    dtype = _container(width)
+    padded = np.zeros((len(bits) // width, 8 * dtype.itemsize), dtype=np.uint8)
+    padded[:, 8 * dtype.itemsize - width:] = bits.reshape(-1, width)
+    return np.packbits(padded, axis=1).view(dtype).ravel().astype(np.int64)
 
 
 def pack(bits: np.ndarray) -> bytes:

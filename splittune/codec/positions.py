@@ -26,7 +26,7 @@ from .bits import exact, from_bits, pack, to_bits, unpack
 
 BITMAP, GOLOMB = 0, 1
 METHODS = {"bitmap": BITMAP, "golomb": GOLOMB}
-MAX_GOLOMB_M = 1 << 31
+MAX_GOLOMB_M = 1 << 30  # codewords < 2**b <= 2**30 fit the int32 fields
 
 
 def golomb_parameter(rho: float) -> int:
@@ -37,26 +37,43 @@ def golomb_parameter(rho: float) -> int:
 
 
 def gaps_of(idx: np.ndarray) -> np.ndarray:
-    return np.diff(idx, prepend=-1) - 1
+    """g_1 = i_1, g_k = i_k - i_(k-1) - 1, as int32 (positions are below wire.MAX_NUMEL < 2**31);
+    int32 halves the temporaries, whose page faults are a visible share of the encode time."""
+    gaps = np.empty(len(idx), dtype=np.int32)
+    if len(idx):
+        gaps[0] = idx[0]
+        np.subtract(idx[1:], idx[:-1], out=gaps[1:], casting="unsafe")
+        gaps[1:] -= 1
+    return gaps
 
 
-def golomb_bits(gaps: np.ndarray, m: int) -> int:
-    """Exact length in bits of the Golomb code of ``gaps``."""
-    q, r = np.divmod(gaps, m)
+def golomb_fields(gaps: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per gap: quotient q, truncated-binary codeword of the remainder r, and 1 where that
+    codeword is r + c in b bits rather than r in b - 1 bits."""
     b = (m - 1).bit_length()
     c = (1 << b) - m
-    return int(q.sum()) + len(gaps) * b + int(np.count_nonzero(r >= c))
+    q = gaps // np.int32(m)
+    codeword = q * np.int32(m)
+    np.subtract(gaps, codeword, out=codeword)
+    long = (codeword >= c).astype(np.int32)
+    codeword += long * np.int32(c)
+    return q, codeword, long
 
 
-def encode_golomb(gaps: np.ndarray, m: int) -> bytes:
-    q, r = np.divmod(gaps, m)
+def golomb_bits(fields: tuple[np.ndarray, np.ndarray, np.ndarray], m: int) -> int:
+    """Exact length in bits of the Golomb code with these fields: per gap q + 1 + (b - 1) + long."""
+    q, _, long = fields
+    return int(q.sum(dtype=np.int64)) + len(q) * (m - 1).bit_length() + int(long.sum(dtype=np.int64))
+
+
+def encode_golomb(fields: tuple[np.ndarray, np.ndarray, np.ndarray], m: int) -> bytes:
+    q, codeword, long = fields
     b = (m - 1).bit_length()
-    c = (1 << b) - m
-    long = r >= c
-    stream_b = to_bits(np.where(long, (r + c) >> 1, r), max(b - 1, 0))
-    stream_a = np.zeros(int(q.sum()) + len(q), dtype=np.uint8)
-    stream_a[np.cumsum(q + 1) - 1] = 1
-    stream_c = ((r[long] + c) & 1).astype(np.uint8) if b else np.zeros(0, dtype=np.uint8)
+    stream_b = to_bits(codeword >> long, max(b - 1, 0))
+    ends = np.cumsum(q + 1, dtype=np.int64)
+    stream_a = np.zeros(int(ends[-1]) if len(ends) else 0, dtype=np.uint8)
+    stream_a[ends - 1] = 1
+    stream_c = np.compress(long, codeword & 1).astype(np.uint8) if b else np.zeros(0, dtype=np.uint8)
     return pack(np.concatenate((stream_b, stream_a, stream_c)))
 
 
@@ -103,9 +120,9 @@ def encode_positions(idx: np.ndarray, n: int, choice: str) -> tuple[int, int, by
     """(method, Golomb m, bytes) for sorted positions ``idx`` among ``n``; ``choice`` is
     ``auto`` (smaller of the two), ``bitmap`` or ``golomb``."""
     m = golomb_parameter(len(idx) / n) if len(idx) else 1
-    gaps = gaps_of(idx)
-    if choice == "golomb" or (choice == "auto" and golomb_bits(gaps, m) < n):
-        return GOLOMB, m, encode_golomb(gaps, m)
+    fields = golomb_fields(gaps_of(idx), m)
+    if choice == "golomb" or (choice == "auto" and golomb_bits(fields, m) < n):
+        return GOLOMB, m, encode_golomb(fields, m)
     return BITMAP, m, encode_bitmap(idx, n)
 
 

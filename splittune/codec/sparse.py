@@ -32,15 +32,15 @@ _RANGE = struct.Struct("<ff")
 
 def encode_sparse(x: np.ndarray, shape: tuple[int, ...], cfg: CodecConfig, seed: int) -> bytes:
     """Payload for the flat float32 array ``x`` of a tensor of ``shape``."""
-    mag = np.abs(x)
-    idx = select(mag, shape, cfg.rho, cfg.per_token)
+    idx = select(x, shape, cfg.rho, cfg.per_token)
     method, m, pos = encode_positions(idx, len(x), cfg.positions)
+    kept = x[idx]
     parts = [_HEAD.pack(len(idx), m, method, len(pos)), pos]
     if not cfg.quantized:
-        parts.append(x[idx].astype("<f4").tobytes())
+        parts.append(kept.astype("<f4").tobytes())
     else:
-        smin, smax, index = quantize(mag[idx], cfg.levels, seed)
-        parts += [_RANGE.pack(smin, smax), bits.pack((x[idx] < 0).astype(np.uint8)),
+        smin, smax, index = quantize(np.abs(kept), cfg.levels, seed)
+        parts += [_RANGE.pack(smin, smax), bits.pack((kept < 0).astype(np.uint8)),
                   CODERS[cfg.kind][0](index, cfg.levels)]
     return b"".join(parts)
 

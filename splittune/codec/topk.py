@@ -28,20 +28,40 @@ def expected_count(shape: tuple[int, ...], rho: float, per_token: bool) -> int:
     return rows * keep_count(d, rho)
 
 
-def select(mag: np.ndarray, shape: tuple[int, ...], rho: float, per_token: bool) -> np.ndarray:
-    """Sorted flat indices of the kept entries, given the flat magnitudes ``mag`` = |x|."""
+def _kth_largest(rows: np.ndarray, k: int) -> np.ndarray:
+    """The k-th largest entry of every row, as a column; reorders ``rows`` in place."""
+    d = rows.shape[1]
+    if rows.shape[0] == 1 and np.count_nonzero(rows) == d:
+        rows.partition(d - k, axis=1)
+    else:
+        # numpy's vectorized sort beats partition on many short rows, and partition slows down up
+        # to ~50x on many exact zeros (gradients of padding tokens, ReLU outputs).
+        rows.sort(axis=1)
+    return rows[:, d - k : d - k + 1].copy()
+
+
+def select(x: np.ndarray, shape: tuple[int, ...], rho: float, per_token: bool) -> np.ndarray:
+    """Sorted flat indices of the kept entries of the flat float32 array ``x``."""
     d = row_length(shape, per_token)
     k = keep_count(d, rho)
     if k == d:
-        return np.arange(len(mag), dtype=np.int64)
-    rows = mag.reshape(-1, d)
-    thr = np.partition(rows, d - k, axis=1)[:, d - k : d - k + 1]
+        return np.arange(len(x), dtype=np.int64)
+    # One |x| buffer serves as the selection scratch and then again as |x|: fresh multi-MB arrays
+    # cost page faults that are a large share of the encode time.
+    rows = np.abs(x).reshape(-1, d)
+    thr = _kth_largest(rows, k)
+    np.abs(x.reshape(-1, d), out=rows)
     keep = rows >= thr
-    excess = keep.sum(axis=1) - k
-    tied_rows = np.flatnonzero(excess)
-    if len(tied_rows):
-        # Rare (exact ties at the threshold): drop the last `excess` tied entries of those rows.
-        tied = rows[tied_rows] == thr[tied_rows]
-        from_end = np.cumsum(tied[:, ::-1], axis=1)[:, ::-1]
-        keep[tied_rows] &= ~(tied & (from_end <= excess[tied_rows, None]))
+    tied = np.flatnonzero(keep.sum(axis=1) != k)
+    if len(tied):
+        # More than k entries reach the threshold: keep those above it and the lowest-indexed ties.
+        above = rows[tied] > thr[tied]
+        need = k - above.sum(axis=1)
+        at = rows[tied] == thr[tied]
+        pos = np.flatnonzero(at)  # row-major: each row's ties are one contiguous, ascending run
+        count = at.sum(axis=1)
+        run_start = np.repeat(np.cumsum(count) - count - (np.cumsum(need) - need), need)
+        pos = pos[np.arange(need.sum()) + run_start]
+        above[pos // d, pos % d] = True
+        keep[tied] = above
     return np.flatnonzero(keep)

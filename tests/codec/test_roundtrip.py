@@ -131,3 +131,23 @@ def test_noncontiguous_and_grad_tensors_are_accepted():
     x = torch.randn(6, 5, requires_grad=True)
     _, y = roundtrip(CodecConfig(kind="none"), x.t())
     assert torch.equal(y, x.detach().t())
+
+
+tied_tensors = arrays(np.float32, array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=12),
+                      elements=st.integers(-3, 3).map(float))
+
+
+@FAST
+@given(tied_tensors, st.floats(0.01, 1.0), st.booleans())
+def test_heavy_ties_keep_exactly_k_lowest_indices_first(x, rho, per_token):
+    _, y = roundtrip(CodecConfig(kind="topk", rho=rho, per_token=per_token), torch.from_numpy(x))
+    d = x.shape[-1] if per_token else x.size
+    k = max(1, round(rho * d))
+    for xr, yr in zip(x.reshape(-1, d), y.numpy().reshape(-1, d)):
+        assert_top_k(xr, yr, k)
+        thr = np.sort(np.abs(xr))[::-1][k - 1]
+        kept_ties = np.flatnonzero((np.abs(xr) == thr) & (yr == xr))
+        all_ties = np.flatnonzero(np.abs(xr) == thr)
+        # The kept ties are the first ones; zeros at the threshold are indistinguishable from dropped, skip them.
+        if thr > 0:
+            assert np.array_equal(kept_ties, all_ties[: len(kept_ties)])
