@@ -15,6 +15,7 @@ Throughput is MB/s of fp32 input (numel * 4 bytes) on one thread, median of repe
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -109,8 +110,9 @@ def main() -> None:
     activations, gradients = real_tensors()
     torch.set_num_threads(1)
     console = Console(width=110)
-    console.print(f"torch {torch.__version__}, {torch.get_num_threads()} thread; "
-                  f"all-MiniLM-L6-v2 cut after block {CUT}, batch {BATCH} x {TOKENS} tokens")
+    console.print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, load average "
+                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; all-MiniLM-L6-v2 cut after block {CUT}, "
+                  f"batch {BATCH} x {TOKENS} tokens; throughput = median of {args.reps}")
     tensors = {"activations": activations, "gradients": gradients,
                "gaussian": torch.randn(activations.shape, generator=torch.Generator().manual_seed(0))}
     for name, x in tensors.items():

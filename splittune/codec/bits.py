@@ -1,7 +1,7 @@
 """Fixed-width unsigned integers to and from bit arrays (one uint8 0/1 per bit, MSB first).
 
-Vectorized over all values at once through ``np.unpackbits`` / ``np.packbits`` on the big-endian
-bytes of each value, so the temporaries are uint8, not one int64 per bit.
+Vectorized over the values, looping only over the ``width`` bit positions; the widths used here
+(Golomb remainders, level indices) are a few bits.
 """
 
 from __future__ import annotations
@@ -9,31 +9,24 @@ from __future__ import annotations
 import numpy as np
 
 
-def _container(width: int) -> np.dtype:
-    """Smallest big-endian unsigned integer dtype holding ``width`` bits."""
-    for size in (1, 2, 4, 8):
-        if width <= 8 * size:
-            return np.dtype(f">u{size}")
-    raise ValueError(f"cannot pack {width}-bit values")
-
-
 def to_bits(values: np.ndarray, width: int) -> np.ndarray:
     """Bits of each (non-negative, < 2**width) value in ``width`` bits, MSB first, concatenated."""
-    if width == 0 or len(values) == 0:
-        return np.zeros(0, dtype=np.uint8)
-    dtype = _container(width)
-    raw = values.astype(dtype).view(np.uint8).reshape(len(values), dtype.itemsize)
-    return np.unpackbits(raw, axis=1)[:, 8 * dtype.itemsize - width:].ravel()
+    out = np.empty((len(values), width), dtype=np.uint8)
+    for j in range(width):
+        np.bitwise_and(values >> (width - 1 - j), 1, out=out[:, j], casting="unsafe")
+    return out.ravel()
 
 
 def from_bits(bits: np.ndarray, width: int) -> np.ndarray:
     """Inverse of :func:`to_bits`: ``len(bits) // width`` values as int64."""
     if width == 0:
         return np.zeros(0, dtype=np.int64)
-    dtype = _container(width)
-    padded = np.zeros((len(bits) // width, 8 * dtype.itemsize), dtype=np.uint8)
-    padded[:, 8 * dtype.itemsize - width:] = bits.reshape(-1, width)
-    return np.packbits(padded, axis=1).view(dtype).ravel().astype(np.int64)
+    columns = bits.reshape(-1, width)
+    values = columns[:, 0].astype(np.int64)
+    for j in range(1, width):
+        values <<= 1
+        values |= columns[:, j]
+    return values
 
 
 def pack(bits: np.ndarray) -> bytes:
@@ -41,7 +34,8 @@ def pack(bits: np.ndarray) -> bytes:
 
 
 def unpack(buf: bytes | memoryview) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(buf, dtype=np.uint8))
+    """All bits of ``buf`` as a bool array (np.flatnonzero is ~10x faster on bool than on uint8)."""
+    return np.unpackbits(np.frombuffer(buf, dtype=np.uint8)).view(bool)
 
 
 def exact(bits: np.ndarray, nbits: int) -> np.ndarray:

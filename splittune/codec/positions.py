@@ -84,9 +84,9 @@ def decode_golomb(buf: bytes | memoryview, k: int, m: int) -> np.ndarray:
     b = (m - 1).bit_length()
     c = (1 << b) - m
     width = max(b - 1, 0)
-    bits = unpack(buf)
-    if len(bits) < k * width:
+    if 8 * len(buf) < k * (width + 1):
         raise ValueError(f"{len(buf)} bytes of Golomb code are too few for {k} positions")
+    bits = unpack(buf)
     v = from_bits(bits[: k * width], width) if width else np.zeros(k, dtype=np.int64)
     ones = np.flatnonzero(bits[k * width:])[:k]
     if len(ones) < k:
@@ -110,6 +110,8 @@ def encode_bitmap(idx: np.ndarray, n: int) -> bytes:
 
 
 def decode_bitmap(buf: bytes | memoryview, k: int, n: int) -> np.ndarray:
+    if len(buf) != (n + 7) // 8:
+        raise ValueError(f"a bitmap of {n} positions has {(n + 7) // 8} bytes, not {len(buf)}")
     idx = np.flatnonzero(exact(unpack(buf), n))
     if len(idx) != k:
         raise ValueError(f"bitmap marks {len(idx)} positions, the message says {k}")

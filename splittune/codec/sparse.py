@@ -8,8 +8,9 @@ Payload layout (little-endian)::
     topk:      K float32 values
     topk+sq*:  s_min (float32) | s_max (float32) | K sign bits (packed, 1 = negative) | level indices
 
-The decoder rejects a payload whose K is not what the frame's shape, ρ and per_token imply, which
-also bounds the tensor it will allocate by the payload's size (every kept entry costs >= 1 bit).
+The decoder rejects a payload whose K is not what the frame's shape, ρ and per_token imply, and
+one too short to hold K entries (each costs at least one bit of position and one of value), before
+allocating anything, so what it allocates is bounded by the payload's size and ρ.
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ def decode_sparse(payload: memoryview, shape: tuple[int, ...], cfg: CodecConfig)
     if k != expected:
         raise CodecError(f"message keeps {k} entries; shape {shape} at {cfg.name} keeps {expected}")
     rest = payload[_HEAD.size:]
-    if pos_len > len(rest):
-        raise CodecError(f"positions claim {pos_len} bytes, only {len(rest)} remain")
+    values_len = 4 * k if not cfg.quantized else _RANGE.size + (k + 7) // 8
+    if pos_len + values_len > len(rest):
+        raise CodecError(f"{k} entries need {pos_len} bytes of positions and at least {values_len} of values; "
+                         f"{len(rest)} bytes remain")
     idx = decode_positions(rest[:pos_len], method, m, k, n)
     rest = rest[pos_len:]
     out = np.zeros(n, dtype=np.float32)
@@ -66,12 +69,10 @@ def decode_sparse(payload: memoryview, shape: tuple[int, ...], cfg: CodecConfig)
         out[idx] = np.frombuffer(rest, dtype="<f4")
         return out
     sign_len = (k + 7) // 8
-    if len(rest) < _RANGE.size + sign_len:
-        raise CodecError(f"quantized section of {len(rest)} bytes is too short for {k} entries")
     smin, smax = _RANGE.unpack_from(rest)
     if not (np.isfinite(smin) and np.isfinite(smax) and 0 <= smin <= smax):
         raise CodecError(f"invalid quantizer range s_min={smin}, s_max={smax}")
-    negative = bits.exact(bits.unpack(rest[_RANGE.size:_RANGE.size + sign_len]), k).astype(bool)
+    negative = bits.exact(bits.unpack(rest[_RANGE.size:_RANGE.size + sign_len]), k)
     index = CODERS[cfg.kind][1](rest[_RANGE.size + sign_len:], k, cfg.levels)
     values = dequantize(smin, smax, cfg.levels, index)
     out[idx] = np.where(negative, -values, values)

@@ -1,6 +1,7 @@
 """Truncated, corrupted, foreign or inconsistent bytes raise CodecError; so do unencodable tensors."""
 
 import struct
+import tracemalloc
 
 import pytest
 import torch
@@ -113,3 +114,19 @@ def test_unencodable_inputs_are_refused():
         codec.encode([1.0, 2.0])
     with pytest.raises(CodecError, match="seed"):
         codec.encode(torch.randn(3), seed=-1)
+
+
+@pytest.mark.parametrize("kind", ["topk", "topk+sq+ans"])
+@pytest.mark.parametrize("method, m", [(0, 1), (1, 1), (1, 5)])
+def test_payloads_too_short_for_their_entry_count_are_rejected_before_allocating(kind, method, m):
+    """A well-framed payload with the right K for a 4 GiB tensor but almost no data."""
+    shape, rho = (1 << 15, 1 << 15), 0.5
+    head = struct.pack("<QIBI", (1 << 30) // 2, m, method, 16)
+    data = pack(list(KINDS).index(kind), torch.float32, False, rho, 16, shape, head + bytes(64))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CodecError):
+            build_codec(CodecConfig(kind=kind, rho=rho)).decode(data)
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20  # numpy reports its buffers to tracemalloc
+    finally:
+        tracemalloc.stop()

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from splittune.codec.positions import (
-    BITMAP, GOLOMB, decode_positions, encode_golomb, encode_positions, gaps_of, golomb_bits, golomb_fields, golomb_parameter,
+    BITMAP, GOLOMB, decode_positions, encode_golomb, encode_positions, gaps_of, golomb_bits, golomb_fields,
+    golomb_parameter,
 )
 
 
