@@ -39,8 +39,7 @@ class Codec:
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise CodecError(f"{label}: seed must be a non-negative integer, got {seed!r}")
         x = x.detach().cpu()
-        # aminmax propagates NaN and surfaces ±Inf, and is ~10x faster than isfinite().all() on one core.
-        if x.numel() and not all(map(math.isfinite, torch.aminmax(x))):
+        if not _all_finite(x):
             bad = x.numel() - int(torch.isfinite(x).sum())
             raise CodecError(f"{label}: {bad} of {x.numel()} values are NaN or Inf; refusing to encode")
         cfg = self.config
@@ -64,7 +63,10 @@ class Codec:
             raise
         except Exception as err:  # the contract is "CodecError for every bad message", whatever layer noticed
             raise CodecError(f"malformed {self.config.kind} payload: {err}") from err
-        return flat.to(frame.dtype).reshape(frame.shape)
+        flat = flat.to(frame.dtype)
+        if not _all_finite(flat):  # our encoder refuses NaN/Inf, so these bytes are not its output
+            raise CodecError(f"{self.config.kind} payload decodes to NaN or Inf values")
+        return flat.reshape(frame.shape)
 
     def _check_params(self, frame: Frame) -> None:
         cfg = self.config
@@ -74,6 +76,11 @@ class Codec:
         if (frame.rho, frame.levels, frame.per_token) != (cfg.rho, cfg.levels, cfg.per_token):
             raise CodecError(f"message parameters (rho={frame.rho}, E={frame.levels}, per_token={frame.per_token}) "
                              f"differ from this codec's {self.name}")
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    # aminmax propagates NaN and surfaces ±Inf, and is ~10x faster than isfinite().all() on one core.
+    return x.numel() == 0 or all(map(math.isfinite, torch.aminmax(x)))
 
 
 def build_codec(config: CodecConfig | str | dict) -> Codec:

@@ -57,7 +57,19 @@ def test_well_framed_garbage_payloads_are_rejected(cfg, payload, shape):
         y = build_codec(cfg).decode(data)
     except CodecError:
         return
-    assert tuple(y.shape) == tuple(shape)  # a payload that happens to be valid must decode to its shape
+    # A payload that happens to parse must decode to its shape and to finite values.
+    assert tuple(y.shape) == tuple(shape) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("kind, payload", [
+    ("none", struct.pack("<2f", 1.0, float("nan"))),
+    ("fp16", struct.pack("<2e", 1.0, float("inf"))),
+    ("int8", struct.pack("<f2b", float("inf"), 1, 2)),
+])
+def test_well_framed_non_finite_values_are_rejected(kind, payload):
+    data = pack(list(KINDS).index(kind), torch.float32, False, 1.0, 16, (2,), payload)
+    with pytest.raises(CodecError):
+        build_codec(kind).decode(data)
 
 
 @pytest.mark.parametrize("kind", ["none", "zstd", "topk", "topk+sq+ans"])
