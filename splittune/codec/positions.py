@@ -25,13 +25,12 @@ import numpy as np
 from .bits import exact, from_bits, pack, to_bits, unpack
 
 BITMAP, GOLOMB = 0, 1
-METHODS = {"bitmap": BITMAP, "golomb": GOLOMB}
 MAX_GOLOMB_M = 1 << 30  # codewords < 2**b <= 2**30 fit the int32 fields
 
 
 def golomb_parameter(rho: float) -> int:
     """Optimal Golomb m for Geometric(rho) gaps, P(g) = rho (1 - rho)^g."""
-    if rho >= 0.5:
+    if rho >= 0.5:  # the formula gives 1 from rho ~ 0.38 on; this also avoids log(0) at rho = 1
         return 1
     return min(MAX_GOLOMB_M, max(1, math.ceil(-math.log(2.0 - rho) / math.log1p(-rho))))
 
@@ -122,9 +121,10 @@ def encode_positions(idx: np.ndarray, n: int, choice: str) -> tuple[int, int, by
     """(method, Golomb m, bytes) for sorted positions ``idx`` among ``n``; ``choice`` is
     ``auto`` (smaller of the two), ``bitmap`` or ``golomb``."""
     m = golomb_parameter(len(idx) / n) if len(idx) else 1
-    fields = golomb_fields(gaps_of(idx), m)
-    if choice == "golomb" or (choice == "auto" and golomb_bits(fields, m) < n):
-        return GOLOMB, m, encode_golomb(fields, m)
+    if choice != "bitmap":
+        fields = golomb_fields(gaps_of(idx), m)
+        if choice == "golomb" or golomb_bits(fields, m) < n:
+            return GOLOMB, m, encode_golomb(fields, m)
     return BITMAP, m, encode_bitmap(idx, n)
 
 
