@@ -3,9 +3,10 @@
 Keeps the K entries of largest |x| and zeroes the rest, K = max(1, round(ρ·n)) for a non-empty
 tensor of n elements (so ρ = K/n, eq. 10, up to rounding). ``per_token`` applies the same rule to
 every row of the last dimension (one token's hidden vector) with n = D, so each token keeps
-round(ρ·D) entries. Selection is a threshold from ``np.partition`` (linear time, faster than
-``torch.topk`` on one core); among entries tied at the threshold the lowest indices are kept, so
-exactly K are kept and the choice is deterministic.
+max(1, round(ρ·D)) entries. The threshold (the K-th largest |x|) comes from ``np.partition`` on one
+long row without zeros and from numpy's vectorized sort otherwise; both beat ``torch.topk`` several
+times on one core. Among entries tied at the threshold the lowest indices are kept, so exactly K
+are kept and the choice is deterministic.
 """
 
 from __future__ import annotations
