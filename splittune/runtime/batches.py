@@ -8,6 +8,11 @@ import numpy as np
 import torch
 
 
+def derive_seed(*parts: int) -> int:
+    """A reproducible seed for e.g. (run seed, device, round, step), whatever the execution order."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
 def tensorize(x: Sequence[str] | np.ndarray, y: np.ndarray, tokenizer, max_length: int) -> dict[str, torch.Tensor]:
     """All examples as padded tensors: input_ids/attention_mask for text, pixel_values for images."""
     labels = torch.as_tensor(np.asarray(y), dtype=torch.long)
@@ -18,10 +23,15 @@ def tensorize(x: Sequence[str] | np.ndarray, y: np.ndarray, tokenizer, max_lengt
 
 
 def take(data: dict[str, torch.Tensor], idx) -> dict[str, torch.Tensor]:
-    """Rows `idx`, trimmed to the longest sequence among them (right padding only, so exact)."""
+    """Rows `idx`, trimmed to the longest sequence among them (right padding only, so exact).
+
+    Lengths round up to a multiple of 8 so that few distinct shapes occur: FLOPs are counted once
+    per shape.
+    """
     batch = {k: v[idx] for k, v in data.items()}
     if "attention_mask" in batch:
-        length = int(batch["attention_mask"].sum(1).max())
+        longest = int(batch["attention_mask"].sum(1).max())
+        length = min(batch["attention_mask"].shape[1], -(-longest // 8) * 8)
         batch["input_ids"] = batch["input_ids"][:, :length]
         batch["attention_mask"] = batch["attention_mask"][:, :length]
     return batch

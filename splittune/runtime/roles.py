@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import torch
 
 from splittune.codec import Codec
@@ -23,6 +22,7 @@ from splittune.models.split import Activations, Stage
 from splittune.network.memory import SavedTensorMeter
 from splittune.network.trace import StepWork
 from splittune.runtime.adapters import adapter_slots, adapter_state, fedavg, load_adapter_state
+from splittune.runtime.batches import derive_seed
 from splittune.runtime.messages import (
     Message,
     MessageError,
@@ -36,11 +36,6 @@ from splittune.runtime.transport import Transport
 
 GLOBAL = "global"
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
-
-
-def step_seed(seed: int, *parts: int) -> int:
-    """A reproducible seed for one (device, round, step, direction), whatever the execution order."""
-    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
 
 
 def own_parameters(stage: Stage, adapter: str, all_adapters: set[str]) -> list[torch.nn.Parameter]:
@@ -61,6 +56,7 @@ class DeviceWorker:
         down: Codec,
         transport: Transport,
         all_adapters: set[str],
+        flops: tuple[FlopMeter, FlopMeter],
         seed: int = 0,
     ):
         self.index, self.stage, self.batches, self.num_samples = index, stage, batches, num_samples
@@ -69,7 +65,7 @@ class DeviceWorker:
         self.params = list(adapter_slots(stage, self.adapter).values())
         self.optimizer = make_optimizer(self.params)
         self.own = own_parameters(stage, self.adapter, all_adapters)
-        self.fwd_flops, self.bwd_flops = FlopMeter(), FlopMeter()
+        self.fwd_flops, self.bwd_flops = flops  # shared by devices with the same stage
         self.memory = PeakMemory()
         self.tensor_bytes = {"up": [0, 0], "down": [0, 0]}  # [raw fp32 bytes, encoded bytes] of cut tensors
 
@@ -90,13 +86,13 @@ class DeviceWorker:
     def train_step(self, round_idx: int, step: int) -> tuple[float, StepWork]:
         batch = next(self.batches)
         self.stage.root.set_adapter(self.adapter)
-        torch.manual_seed(step_seed(self.seed, self.index, round_idx, step, 0))  # dropout masks
+        torch.manual_seed(derive_seed(self.seed, self.index, round_idx, step, 0))  # dropout masks
         shape_key = tuple(t.shape for t in batch.values())
         with SavedTensorMeter(exclude=self.own) as saved, self.fwd_flops.measure(shape_key):
             acts = self.stage(batch)
         msg = Message(MessageKind.ACTIVATIONS, device=self.index, step=step, meta={"round": round_idx})
         msg.sections["hidden"] = self.up.encode(
-            acts.hidden.detach(), seed=step_seed(self.seed, self.index, round_idx, step, 1),
+            acts.hidden.detach(), seed=derive_seed(self.seed, self.index, round_idx, step, 1),
             label=f"device {self.index} activations (round {round_idx}, step {step})",
         )
         self._count("up", acts.hidden, msg.sections["hidden"])
@@ -186,7 +182,7 @@ class ServerWorker:
         acts = self._activations(msg)
         round_idx = int(msg.meta.get("round", 0))
         self.stage.root.set_adapter(f"dev{n}")
-        torch.manual_seed(step_seed(self.seed, n, round_idx, msg.step, 2))
+        torch.manual_seed(derive_seed(self.seed, n, round_idx, msg.step, 2))
         own = own_parameters(self.stage, f"dev{n}", set())  # the server holds every adapter
         with SavedTensorMeter(exclude=own) as saved, self.flops.measure(tuple(acts.hidden.shape)):
             out = self.stage(acts)
@@ -200,7 +196,7 @@ class ServerWorker:
         reply = Message(MessageKind.GRADIENTS, device=n, step=msg.step,
                         meta={"loss": out.loss.item(), "server_flops": self.flops.last})
         reply.sections["gradient"] = self.down.encode(
-            acts.hidden.grad, seed=step_seed(self.seed, n, round_idx, msg.step, 3),
+            acts.hidden.grad, seed=derive_seed(self.seed, n, round_idx, msg.step, 3),
             label=f"gradient for device {n} (round {round_idx}, step {msg.step})",
         )
         return reply.encode()

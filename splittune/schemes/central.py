@@ -10,7 +10,7 @@ import torch
 
 from splittune.models.lora import attach_lora
 from splittune.network.memory import SavedTensorMeter
-from splittune.runtime.batches import shuffled_batches
+from splittune.runtime.batches import derive_seed, shuffled_batches
 from splittune.runtime.metering import memory_breakdown, tensor_bytes
 from splittune.schemes.base import RoundResult, Setup, evaluate, local_steps, make_optimizer_factory, round_lr, set_lr
 
@@ -24,7 +24,8 @@ class Central:
         self.model = attach_lora(setup.model, setup.lora, adapter_name="global")
         self.model.train()
         pooled = {k: torch.cat([d[k] for d in setup.device_data]) for k in setup.device_data[0]}
-        self.batches = shuffled_batches(pooled, setup.train.batch_size, seed=setup.seed)
+        # The same shuffle as device 0 of a split scheme: with one device both see the same batches.
+        self.batches = shuffled_batches(pooled, setup.train.batch_size, seed=derive_seed(setup.seed, 0))
         self.steps = local_steps(setup.train, len(pooled["labels"]))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer_factory(setup.train)(self.params)
@@ -42,7 +43,7 @@ class Central:
             peak = mem if peak is None or mem.total > peak.total else peak
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(loss.item())
         if self.setup.train.reset_optimizer:
             self.optimizer.state.clear()
         return RoundResult(loss=sum(losses) / len(losses), device_memory=peak)

@@ -16,8 +16,9 @@ from splittune.models.lora import peft_config
 from splittune.models.split import split_model
 from splittune.network.trace import DeviceRoundWork
 from splittune.runtime.adapters import adapter_state, load_adapter_state
-from splittune.runtime.batches import shuffled_batches
+from splittune.runtime.batches import derive_seed, shuffled_batches
 from splittune.runtime.messages import encode_state_dict
+from splittune.runtime.metering import FlopMeter
 from splittune.runtime.roles import GLOBAL, DeviceWorker, ServerWorker
 from splittune.runtime.transport import InProcessTransport, Transport
 from splittune.schemes.base import RoundResult, Setup, evaluate, local_steps, make_optimizer_factory, round_lr, set_lr
@@ -55,10 +56,11 @@ class SFT:
         )
         self.transport = transport or InProcessTransport(self.server.handlers())
         adapters = {GLOBAL} | {f"dev{n}" for n in range(n_devices)}
+        flops = (FlopMeter(), FlopMeter())
         self.devices = [
             DeviceWorker(
-                n, device_stage, shuffled_batches(data, setup.train.batch_size, seed=setup.seed * 1000 + n),
-                len(data["labels"]), make_opt, up, down, self.transport, adapters, seed=setup.seed,
+                n, device_stage, shuffled_batches(data, setup.train.batch_size, seed=derive_seed(setup.seed, n)),
+                len(data["labels"]), make_opt, up, down, self.transport, adapters, flops, seed=setup.seed,
             )
             for n, data in enumerate(setup.device_data)
         ]

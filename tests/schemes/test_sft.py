@@ -1,0 +1,103 @@
+"""SFT against its reference points: central training, and itself across runs."""
+
+import pytest
+import torch
+from torch import nn
+
+from splittune.codec import CodecConfig
+from splittune.models.lora import LoraSettings
+from splittune.models.tiny import tiny_batch, tiny_model
+from splittune.runtime.adapters import adapter_state
+from splittune.runtime.roles import GLOBAL
+from splittune.schemes import SFT, Central, Setup
+from splittune.schemes.config import CodecPair, TrainConfig
+
+
+def _no_dropout(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    return model
+
+
+def _data(family, n, seed):
+    b = tiny_batch(family, batch=n, seed=seed)
+    return b
+
+
+def _setup(family="bert", devices=1, codec=None, optimizer="sgd", steps=1, seed=0, dropout=False):
+    model = tiny_model(family, seed=seed)
+    if not dropout:
+        _no_dropout(model)
+    device_data = [_data(family, 12, seed=10 + n) for n in range(devices)]
+    return Setup(
+        model=model, device_data=device_data, test_data=_data(family, 8, seed=99),
+        train=TrainConfig(local_steps=steps, batch_size=4, optimizer=optimizer, lr=0.1),
+        lora=LoraSettings(rank=4), cut=2, codec=codec or CodecPair(), seed=seed,
+    )
+
+
+def _global_state(scheme) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(scheme.model, adapter_name=GLOBAL).items()}
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_one_device_sft_round_equals_central(family, optimizer):
+    sft = SFT(_setup(family, optimizer=optimizer, steps=1))
+    central = Central(_setup(family, optimizer=optimizer, steps=1))
+    before = _global_state(sft)
+    assert sft.run_round(0).loss == pytest.approx(central.run_round(0).loss, rel=1e-6)
+    a, b = _global_state(sft), _global_state(central)
+    assert a.keys() == b.keys()
+    assert any(not torch.equal(a[k], before[k]) for k in a), "training changed nothing"
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_server_keeps_one_base_and_one_adapter_per_device():
+    sft = SFT(_setup(devices=3))
+    server_stage = sft.server.stage
+    base = [n for n, p in server_stage.named_parameters() if "lora_" not in n and "modules_to_save" not in n]
+    assert all(not p.requires_grad for n, p in server_stage.named_parameters() if n in base)
+    for n in range(3):
+        assert adapter_state(server_stage, f"dev{n}")
+    # base weights exist once: no per-device copies of a block
+    names = [n for n, _ in server_stage.named_parameters()]
+    assert len([n for n in names if n.endswith("attention.self.query.base_layer.weight")]) == 2  # blocks 2 and 3
+
+
+def test_same_seed_same_result_and_codec_none_is_bit_identical():
+    runs = []
+    for codec in (CodecPair(), CodecPair(up=CodecConfig(kind="none"), down=CodecConfig(kind="none"))):
+        sft = SFT(_setup(devices=2, codec=codec, steps=2, dropout=True))
+        results = [sft.run_round(t) for t in range(2)]
+        runs.append((_global_state(sft), [r.loss for r in results], [r.bytes_up for r in results]))
+    (a, la, ba), (b, lb, bb) = runs
+    assert la == lb and ba == bb
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_compression_changes_bytes_not_shapes():
+    codec = CodecPair(up=CodecConfig(kind="topk+sq+ans", rho=0.2, levels=8),
+                      down=CodecConfig(kind="topk+sq+zstd", rho=0.3, levels=8))
+    plain = SFT(_setup(devices=2, steps=2)).run_round(0)
+    packed = SFT(_setup(devices=2, codec=codec, steps=2)).run_round(0)
+    assert packed.compression_up > 3 and packed.compression_down > 2
+    assert plain.compression_up == pytest.approx(1.0, abs=0.01)
+    up_plain = sum(s.up_bytes for w in plain.works for s in w.steps)
+    up_packed = sum(s.up_bytes for w in packed.works for s in w.steps)
+    assert up_packed < up_plain / 3
+
+
+def test_round_reports_real_message_sizes_and_memory():
+    result = SFT(_setup(devices=2, steps=2)).run_round(0)
+    assert len(result.works) == 2 and all(len(w.steps) == 2 for w in result.works)
+    step = result.works[0].steps[0]
+    # fp32 hidden (4 x <=12 x 32) + mask + labels + headers: bigger than the tensor, not by much
+    assert 4 * 12 * 32 * 4 < step.up_bytes < 4 * 12 * 32 * 4 + 1024
+    assert step.device_fwd_flops > 0 and step.server_flops > 0 and step.device_bwd_flops > 0
+    assert result.device_memory.activation_bytes > 0 and result.server_memory.optimizer_bytes > 0
+    assert result.bytes_up == sum(w.bytes_up for w in result.works)
