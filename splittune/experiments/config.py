@@ -15,6 +15,8 @@ from pydantic import Field, ValidationError, field_validator
 
 from splittune.data import DataConfig
 from splittune.models.lora import LoraSettings
+from splittune.network.scenario import ScenarioConfig
+from splittune.planning.config import PlanningConfig
 from splittune.schemes import SCHEMES
 from splittune.schemes.config import CodecPair, Strict, TrainConfig
 
@@ -41,6 +43,23 @@ class RunConfig(Strict):
     codec: CodecPair = Field(default_factory=CodecPair)
     max_message_bytes: int = Field(256 * 2**20, ge=1024, description="largest message a receiver accepts")
     output_dir: Path = Field(Path("runs"), description="parent folder of the run folder")
+    scenario: ScenarioConfig = Field(
+        default_factory=lambda: ScenarioConfig.preset("sft-paper"),
+        description="simulated wireless world; `preset: NAME` (sft-paper | dynamic) plus keys to change in it",
+    )
+    planning: PlanningConfig = Field(default_factory=PlanningConfig)
+
+    @field_validator("scenario", mode="before")
+    @classmethod
+    def _scenario_preset(cls, v):
+        # `scenario: dynamic` or `scenario: {preset: dynamic, seed: 3}`; the override parser turns
+        # `scenario=dynamic scenario.seed=3` into {kind: dynamic, seed: 3}, so `kind` names it too.
+        if isinstance(v, str):
+            return ScenarioConfig.preset(v)
+        if isinstance(v, dict) and ("preset" in v or "kind" in v):
+            rest = {k: x for k, x in v.items() if k not in ("preset", "kind")}
+            return ScenarioConfig.preset(v.get("preset", v.get("kind")), **rest)
+        return v
 
     @field_validator("scheme")
     @classmethod
