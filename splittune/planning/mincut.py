@@ -13,7 +13,7 @@ vertices (the model inputs) in D and pinned server vertices (the outputs / loss)
 Flow network (s = device, t = server; a vertex on the s side runs on the device):
   s -> v capacity server_s[v] and v -> t capacity device_s[v] (paid for the side v is not on);
   per tensor an auxiliary vertex a: producer -> a capacity comm_s, a -> consumer infinite, so a
-  tensor read by several server-side consumers is paid once;
+  tensor read by several server-side consumers is paid once (one consumer: producer -> consumer);
   for every DAG edge u -> v an infinite edge v -> u, so v on the device forces u onto it;
   s -> pinned device and pinned server -> t infinite.
 The minimum cut (networkx preflow-push) is the optimal split.
@@ -94,11 +94,25 @@ def min_cut(graph: SplitGraph) -> Split:
     graph.dag()
     net = nx.DiGraph()
     s, t = "s", "t"
-    # An edge without a capacity attribute is infinite for networkx.
+    net.add_nodes_from((s, t))
+    net.add_nodes_from(range(len(graph.names)))
+    # An edge without a capacity attribute is infinite for networkx; zero-capacity edges are left
+    # out and a tensor with one consumer needs no auxiliary vertex (both only shrink the network).
     for v in range(len(graph.names)):
-        net.add_edge(s, v, **({} if v in graph.pinned_device else {"capacity": float(graph.server_s[v])}))
-        net.add_edge(v, t, **({} if v in graph.pinned_server else {"capacity": float(graph.device_s[v])}))
+        if v in graph.pinned_device:
+            net.add_edge(s, v)
+        elif graph.server_s[v] > 0:
+            net.add_edge(s, v, capacity=float(graph.server_s[v]))
+        if v in graph.pinned_server:
+            net.add_edge(v, t)
+        elif graph.device_s[v] > 0:
+            net.add_edge(v, t, capacity=float(graph.device_s[v]))
     for i, tensor in enumerate(graph.tensors):
+        if len(tensor.consumers) == 1:  # two tensors between the same pair (after contract) add up
+            u, v = tensor.producer, tensor.consumers[0]
+            net.add_edge(u, v, capacity=net.edges[u, v]["capacity"] + tensor.comm_s if net.has_edge(u, v)
+                         else tensor.comm_s)
+            continue
         aux = ("aux", i)
         net.add_edge(tensor.producer, aux, capacity=tensor.comm_s)
         for c in tensor.consumers:

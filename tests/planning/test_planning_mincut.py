@@ -69,3 +69,11 @@ def test_bad_graphs_are_rejected():
         min_cut(SplitGraph(["a", "b"], np.zeros(2), np.zeros(2), [Tensor(0, (1,), 1.0), Tensor(1, (0,), 1.0)]))
     with pytest.raises(ValueError, match="both sides"):
         SplitGraph(["a"], np.zeros(1), np.zeros(1), [], frozenset({0}), frozenset({0}))
+
+
+def test_parallel_tensors_between_two_vertices_add_up():
+    graph = SplitGraph(["in", "a", "out"], np.array([0.0, 0.0, 0.0]), np.array([0.0, 0.0, 0.0]),
+                       [Tensor(0, (1,), 2.0), Tensor(0, (1,), 2.0), Tensor(1, (2,), 3.0)], frozenset({0}),
+                       frozenset({2}))
+    assert min_cut(graph).cost_s == pytest.approx(3.0)
+    assert min_cut(graph).cost_s == pytest.approx(brute_force(graph).cost_s)
