@@ -39,6 +39,19 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         ("device peak memory", human_bytes(summary["device_peak_mem_bytes"])),
         ("server peak memory", human_bytes(summary["server_peak_mem_bytes"])),
         ("wall time", f"{summary['wall_s']:.1f} s"),
+        *_simulated_rows(summary),
+    ]
+
+
+def _simulated_rows(summary: dict) -> list[tuple[str, str]]:
+    """Rows for the simulated wireless world; none for schemes the clock does not time (central)."""
+    if "sim_time_s" not in summary:
+        return []
+    energy = summary["energy_j"]
+    return [
+        ("simulated time", f"{summary['sim_time_s']:.3f} s"),
+        ("simulated energy device / server", f"{energy['device']:.3g} J / {energy['server']:.3g} J"),
+        ("bandwidth / server order", f"{summary['bandwidth_allocator']} / {summary['server_order']}"),
     ]
 
 
@@ -67,6 +80,30 @@ def plot_training(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_accuracy_vs_time(records: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot([r["sim_time_s"] for r in records], [r["accuracy"] for r in records], marker="o")
+    ax.set(xlabel="simulated wall time (s)", ylabel="test accuracy", title="Test accuracy vs simulated time")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _simulated_section(out: Path, records: list[dict]) -> list[str]:
+    if "sim_time_s" not in records[-1]:
+        return []
+    plot_accuracy_vs_time(records, out / "accuracy_vs_time.png")
+    last = records[-1]
+    phases = " | ".join(f"{k} {v:.3g}" for k, v in last["phase_s"].items())
+    lines = ["## Simulated wireless round", "", "![accuracy vs simulated time](accuracy_vs_time.png)", ""]
+    if (out / "round_gantt.png").exists():
+        lines += [f"Round {last['round']}, critical device {last['critical_device']}: {last['round_sim_s']:.4g} s "
+                  f"({phases} s; waiting for the server {last['wait_s']:.3g} s).", "",
+                  "![Gantt chart of the last round](round_gantt.png)", ""]
+    return lines
+
+
 def _memory_table(summary_mem: dict | None, title: str) -> list[str]:
     if not summary_mem:
         return []
@@ -91,6 +128,7 @@ def write_report(out: Path, cfg, records: list[dict], summary: dict) -> None:
         "",
         *_memory_table(records[-1].get("device_memory"), "device side"),
         *_memory_table(records[-1].get("server_memory"), "server side"),
+        *_simulated_section(out, records),
         "## Per round",
         "",
         "| round | accuracy | test loss | train loss | bytes up | bytes down |",

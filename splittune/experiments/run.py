@@ -18,7 +18,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from splittune.data import load_data, partition, partition_stats, partition_table
 from splittune.experiments.config import RunConfig, dump_config
+from splittune.experiments.planning import resolve_planning
 from splittune.experiments.report import summary_table, write_report
+from splittune.experiments.simulation import RoundSimulator
 from splittune.models.load import load_model
 from splittune.models.split import check_cuts, num_blocks
 from splittune.runtime.batches import tensorize
@@ -68,11 +70,13 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
     console = console or Console()
     out = out or run_folder(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    cfg, plan = resolve_planning(cfg, console)  # P1 once, before training; config.yaml records the result
     (out / "config.yaml").write_text(dump_config(cfg))
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     setup, stats = build_setup(cfg, console)
     scheme = SCHEMES[cfg.scheme](setup)
+    simulator = RoundSimulator.from_config(cfg)
     records = []
     with (out / "metrics.jsonl").open("w") as metrics, Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -96,6 +100,7 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
                 "server_peak_mem_bytes": result.server_memory.total if result.server_memory else None,
                 "device_memory": _mem(result.device_memory),
                 "server_memory": _mem(result.server_memory),
+                **simulator.record(result.works, t),
                 "wall_s": time.perf_counter() - start,
             }
             metrics.write(json.dumps(record) + "\n")
@@ -121,9 +126,12 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
         "server_peak_mem_bytes": max((r["server_peak_mem_bytes"] or 0) for r in records) or None,
         "wall_s": time.perf_counter() - start,
         "partition": stats,
+        **simulator.summary(),
+        **({"plan": plan} if plan else {}),
         "run_dir": str(out),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    simulator.plot_last_round(out / "round_gantt.png")
     write_report(out, cfg, records, summary)
     console.print(summary_table(summary))
     console.print(f"run folder: [bold]{out}[/bold]")

@@ -1,0 +1,145 @@
+"""Planning for runs and for the `plan` / `split` commands: run config -> planning problems.
+
+P1 (cut layer l, Top-K ratio rho, quantization levels E; SFT eq. 28) is posed on the model's
+dimensions (`TransformerShape`: batch = train.batch_size, sequence = model.max_length tokens or
+the ViT's patches + CLS, an upper bound when batches are length-bucketed) and on the run's
+simulated world, with `splittune.planning.from_network` supplying the paper's cost formulas.
+
+A configured codec enters P1 through the planner's compression model `compression_ratio(rho, E)`
+(positions + rho (ceil(log2 E) + 1) bits per element, over 32): a codec sending v-bit values
+corresponds to ceil(log2 E) + 1 = v, i.e. E = 2^(v-1) for Top-K with fp32 values, and, since
+rho = 1 costs one bitmap bit per element in that formula, E = 2^(v-2) for a dense codec.
+zstd is lossless with a data-dependent ratio; it is planned as raw fp32, an upper bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from rich.console import Console
+
+from splittune.codec import CodecConfig
+from splittune.network.shape import TransformerShape
+from splittune.planning.accuracy import AccuracyModel
+from splittune.planning.cut import CutDecision, compression_ratio, solve_cut, solve_exhaustive
+from splittune.planning.from_network import plan_problem
+from splittune.planning.report import PlanProblem
+from splittune.schemes.config import CodecPair
+
+_VALUE_BITS = {"none": 32, "zstd": 32, "fp16": 16, "bf16": 16, "int8": 8, "topk": 32}
+# A Top-K kind that P1 may tune keeps its own lossless stage; a dense one becomes bit-packed Top-K + SQ,
+# the pipeline `compression_ratio` describes.
+_PLANNED_KIND = "topk+sq"
+
+
+def hf_config(name: str):
+    """The model's transformers config, without loading weights (tiny models are built: they are tiny)."""
+    from splittune.models.load import DEFAULT_MODEL, minilm_path
+    from splittune.models.tiny import TINY_FAMILIES, tiny_model
+
+    if name.startswith("tiny-"):
+        family = name.removeprefix("tiny-")
+        if family not in TINY_FAMILIES:
+            raise ValueError(f"model.name={name!r}: unknown tiny family; choose tiny-{{{','.join(TINY_FAMILIES)}}}")
+        return tiny_model(family).config
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(minilm_path() if name == DEFAULT_MODEL else name))
+    except OSError as e:
+        raise ValueError(f"model.name={name!r}: cannot read its config ({str(e).splitlines()[0]})") from None
+
+
+def model_shape(cfg, num_labels: int) -> TransformerShape:
+    """The dimensions P1's cost formulas are written in, for the run's model, batch and sequence."""
+    hf = hf_config(cfg.model.name)
+    if getattr(hf, "model_type", "") == "vit":
+        seq_len = (hf.image_size // hf.patch_size) ** 2 + 1
+    else:
+        seq_len = cfg.model.max_length
+    return TransformerShape(batch=cfg.train.batch_size, seq_len=seq_len, hidden=hf.hidden_size,
+                            heads=hf.num_attention_heads, lora_rank=cfg.model.lora.rank,
+                            n_blocks=hf.num_hidden_layers, n_classes=num_labels)
+
+
+def codec_point(codec: CodecConfig) -> tuple[float, int]:
+    """(rho, E) at which `compression_ratio` gives this codec's bits per element (module docstring)."""
+    if codec.quantized:
+        rho, levels = codec.rho, codec.levels
+        bits = None
+    elif codec.sparse:
+        rho, levels = codec.rho, 2 ** (_VALUE_BITS[codec.kind] - 1)
+        bits = float(np.minimum(1.0, rho * (np.log2(1.0 / rho) + 2.0))) + rho * _VALUE_BITS[codec.kind]
+    else:
+        rho, levels = 1.0, 2 ** (_VALUE_BITS[codec.kind] - 2)
+        bits = _VALUE_BITS[codec.kind]
+    if bits is not None and not np.isclose(compression_ratio(rho, levels) * 32, bits):
+        raise RuntimeError(f"planning.cut.compression_ratio changed: codec {codec.kind} no longer maps to E={levels}")
+    return rho, levels
+
+
+def run_problem(cfg, num_labels: int, fixed_compression: bool) -> PlanProblem:
+    """P1/P2/order problem for the run config's world and model (compression free or as configured)."""
+    p = cfg.planning
+    accuracy = AccuracyModel.load(p.accuracy_model) if p.accuracy_model else AccuracyModel.default()
+    world = cfg.scenario.build(cfg.devices)
+    shape = model_shape(cfg, num_labels)
+    if fixed_compression:
+        rho, levels = codec_point(cfg.codec.up)
+        # The configured codec's accuracy is the user's choice: no A_th constraint on it.
+        return plan_problem(world, shape, accuracy, -np.inf, levels=(levels,), rho_range=(rho, rho))
+    return plan_problem(world, shape, accuracy, p.accuracy_min, levels=tuple(p.levels), rho_range=(p.rho_min, p.rho_max))
+
+
+def solve_p1(cfg, problem: PlanProblem) -> CutDecision:
+    """P1 under `cfg.planning`: a fixed cut restricts the candidates, a fixed codec the (rho, E) grid."""
+    p = cfg.planning
+    cut_problem = problem.cut
+    if p.cut == "fixed":
+        if cfg.split.cut not in cut_problem.cuts:
+            raise ValueError(f"split.cut={cfg.split.cut} is not a cut of this model (1..{max(cut_problem.cuts)})")
+        i = list(cut_problem.cuts).index(cfg.split.cut)
+        cut_problem = dataclasses.replace(cut_problem, cuts=[cfg.split.cut], memory_bytes=[cut_problem.memory_bytes[i]])
+    if p.compression == "fixed":
+        return solve_exhaustive(cut_problem, rho_points=1)  # a single (rho, E): only the cut is chosen
+    return solve_cut(cut_problem, p.cut_method)
+
+
+def _tuned(codec: CodecConfig, rho: float, levels: int) -> CodecConfig:
+    kind = codec.kind if codec.quantized else _PLANNED_KIND
+    return CodecConfig(**{**codec.model_dump(), "kind": kind, "rho": rho, "levels": levels})
+
+
+def resolve_planning(cfg, console: Console | None = None, num_labels: int | None = None):
+    """Solve P1 once when `planning.cut` or `planning.compression` is `auto` (`num_labels`: read
+    from the data when not given).
+
+    Returns (the config with split.cut / codec.up / codec.down resolved, the decision as a dict),
+    or (cfg, None) when there is nothing to solve.
+    """
+    p = cfg.planning
+    if not p.solves_p1:
+        return cfg, None
+    if cfg.scheme == "central":
+        raise ValueError("planning.cut/planning.compression=auto need a split scheme; scheme=central has no cut")
+    if num_labels is None:
+        from splittune.data import load_data
+
+        num_labels = load_data(cfg.data).num_labels
+    decision = solve_p1(cfg, run_problem(cfg, num_labels, fixed_compression=p.compression == "fixed"))
+    update = {"split": cfg.split.model_copy(update={"cut": decision.cut})}
+    if p.compression == "auto":
+        update["codec"] = CodecPair(up=_tuned(cfg.codec.up, decision.rho, decision.levels),
+                                    down=_tuned(cfg.codec.down, decision.rho, decision.levels))
+    resolved = cfg.model_copy(update=update)
+    info = {"cut": decision.cut, "delay_s": decision.delay_s, "method": decision.method,
+            "iterations": decision.iterations, "codec_up": resolved.codec.up.name, "codec_down": resolved.codec.down.name}
+    if p.compression == "auto":
+        info.update(rho=decision.rho, levels=decision.levels, accuracy=decision.accuracy, accuracy_min=p.accuracy_min)
+    if console is not None:
+        accuracy = (f", predicted accuracy {decision.accuracy:.4f} >= {p.accuracy_min}" if p.compression == "auto" else "")
+        console.print(f"[bold]planning (P1, {decision.method})[/]: split.cut = {decision.cut} ({p.cut}), "
+                      f"codec.up = {resolved.codec.up.name}, codec.down = {resolved.codec.down.name} ({p.compression}); "
+                      f"predicted round delay {decision.delay_s:.4g} s at equal shares{accuracy}")
+    return resolved, info
