@@ -61,7 +61,7 @@ class CardDecision:
     weight: float
 
 
-def _lower_level(a, w, e, rate, kappa, weight) -> tuple[float, np.ndarray]:
+def _lower_level(a, w, rate, kappa, weight) -> tuple[float, np.ndarray]:
     """Optimal common delay tau and rates f for one cut (see module docstring)."""
     busy = w > 0
     if not busy.any():
@@ -96,7 +96,7 @@ def solve_card(problem: CardProblem, weight: float = 0.5) -> CardDecision:
     best = None
     for i, l in enumerate(problem.cuts):
         a, w, e = problem.fixed_s[i], problem.server_cycles[i], problem.device_energy_j[i]
-        tau, f = _lower_level(a, w, e, problem.server_rate, problem.kappa, weight)
+        tau, f = _lower_level(a, w, problem.server_rate, problem.kappa, weight)
         energy = float(e.sum() + problem.kappa * np.sum(f**2 * w))
         objective = weight * tau + (1.0 - weight) * energy
         if best is None or objective < best.objective:

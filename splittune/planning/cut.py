@@ -71,8 +71,9 @@ class CutProblem:
         fits = [l for l, need in zip(self.cuts, self.memory_bytes) if need <= budget]
         if not fits:
             name = self.device_names[tightest] if self.device_names else f"device {tightest}"
+            smallest = int(np.argmin(self.memory_bytes))
             raise ValueError(f"no cut fits {name}: it has {budget / 2**20:.1f} MiB, the smallest need is "
-                             f"{min(self.memory_bytes) / 2**20:.1f} MiB (cut {self.cuts[int(np.argmin(self.memory_bytes))]})")
+                             f"{self.memory_bytes[smallest] / 2**20:.1f} MiB (cut {self.cuts[smallest]})")
         return fits
 
 

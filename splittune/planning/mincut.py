@@ -5,7 +5,8 @@ device_s[v] on the device and server_s[v] on the server (forward + backward). Ea
 one producer, a set of consumers and comm_s (activation up + gradient down over the link). A
 split is the device-side vertex set D; its cost is
 
-    sum_{v in D} device_s[v] + sum_{v not in D} server_s[v] + sum_{tensors t: producer in D, some consumer not in D} comm_s[t]
+    sum_{v in D} device_s[v] + sum_{v not in D} server_s[v]
+      + sum_{tensors t: producer in D, some consumer not in D} comm_s[t]
 
 with D closed under predecessors (no device -> server -> device ping-pong), pinned device
 vertices (the model inputs) in D and pinned server vertices (the outputs / loss) outside it.

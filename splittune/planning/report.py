@@ -96,7 +96,7 @@ def split_report(model: nn.Module, inputs: dict, link: LinkCosts, blockwise: boo
         for cut in range(1, n_blocks):
             c = split_cost(graph, frozenset(range(cut + 1)))
             mark = " *" if cut == l else ""
-            table.add_row(f"{cut}{mark}", f"{c.device_s:.4g}", f"{c.server_s:.4g}", f"{c.comm_s:.4g}", f"{c.cost_s:.4g}")
+            table.add_row(f"{cut}{mark}", *(f"{x:.4g}" for x in (c.device_s, c.server_s, c.comm_s, c.cost_s)))
         console.print(table)
         console.print(f"optimal cut l = {l}: device holds the embeddings and blocks 0..{l - 1} "
                       f"(splittune.split_model(model, [{l}])); graph + min cut in {elapsed:.2f} s")

@@ -85,7 +85,9 @@ def test_total_above_all_caps_gives_every_device_its_cap():
 
 @pytest.mark.parametrize(
     "fixed, load, field",
-    [([1.0, np.inf], [1.0, 1.0], "fixed_s"), ([1.0, 1.0], [1.0, np.nan], "load_hz_s"), ([1.0, -1.0], [1.0, 1.0], "fixed_s")],
+    [([1.0, np.inf], [1.0, 1.0], "fixed_s"),
+     ([1.0, 1.0], [1.0, np.nan], "load_hz_s"),
+     ([1.0, -1.0], [1.0, 1.0], "fixed_s")],
 )
 def test_device_that_cannot_finish_is_named(fixed, load, field):
     demand = BandwidthDemand(1e6, np.array(fixed), np.array(load))
