@@ -12,21 +12,25 @@ max over devices at equal shares min(B/N, b_max) (the round's shares are P2's jo
 distribution phase (ED) happens once per run and is left out of the per-round delay.
 The server-order problem treats the devices as parallel (own radios, FDMA shares): stage 1 =
 device forward + activation upload, 2 = server compute, 3 = gradient download + device backward
-+ LoRA upload.
++ LoRA upload. `server_order` gives `simulate_round` an order callable built the same way from
+the round's measured phase durations.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from splittune.network.bandwidth import BandwidthDemand
+from splittune.network.clock import RoundDurations
 from splittune.network.flops import paper_flops
 from splittune.network.memory import analytical_device_bytes
 from splittune.network.scenario import World
 from splittune.network.shape import TransformerShape
 from splittune.planning.accuracy import AccuracyModel
 from splittune.planning.cut import CutDecision, CutProblem, compression_ratio
-from splittune.planning.ordering import OrderProblem
+from splittune.planning.ordering import OrderProblem, schedule
 from splittune.planning.report import PlanProblem
 
 
@@ -83,3 +87,19 @@ def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel 
     cut_problem = CutProblem(delay, accuracy, accuracy_min, cuts, memory, [d.memory_bytes for d in world.devices],
                              names, rho_range, levels)
     return PlanProblem(cut_problem, demand, stages, names)
+
+
+def server_order(rule: str = "auto", seed: int = 0) -> Callable[[RoundDurations], list[int]]:
+    """An `order` for `network.clock.simulate_round`: the devices sorted by `rule` (see
+    `ordering.RULES`) on the parallel-devices model, stage 1 = ED + CC + IT, 2 = SC, 3 = GT + DU +
+    LT. With several local steps per round each phase is summed over the steps (an approximation:
+    the clock interleaves the steps)."""
+    schedule(OrderProblem(np.zeros((1, 3)), parallel_devices=True), rule, seed)  # reject a bad rule now
+
+    def order(d: RoundDurations) -> list[int]:
+        per = [np.array([x.sum() for x in phase]) for phase in (d.cc_s, d.it_s, d.sc_s, d.gt_s, d.du_s)]
+        cc, it, sc, gt, du = per
+        times = np.column_stack([d.ed_s + cc + it, sc, gt + du + d.lt_s])
+        return [d.devices[i] for i in schedule(OrderProblem(times, parallel_devices=True), rule, seed)]
+
+    return order

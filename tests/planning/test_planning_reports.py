@@ -53,3 +53,25 @@ def test_split_report_names_the_executable_cut():
     split_report(tiny_model("bert"), tiny_batch("bert"), link, blockwise=False, console=Console(file=layer))
     assert "torch.export" in layer.getvalue()
     assert np.isfinite(split.cost_s)
+
+
+def test_server_order_drives_the_clock_as_predicted():
+    from splittune.network import DeviceRoundWork, StepWork, simulate_round
+    from splittune.planning.from_network import server_order
+    from splittune.planning.ordering import OrderProblem
+
+    world = ScenarioConfig.preset("sft-paper").build(5)
+    rng = np.random.default_rng(0)
+    works = [DeviceRoundWork(i, [StepWork(rng.uniform(1e11, 1e12), int(rng.uniform(1e4, 1e6)), rng.uniform(1e13, 1e14),
+                                          int(rng.uniform(1e4, 1e6)), rng.uniform(1e11, 1e12))],
+                             adapter_up_bytes=int(rng.uniform(1e4, 1e6))) for i in range(5)]
+    for rule in ("auto", "fifo"):
+        timeline = simulate_round(world, works, 0, order=server_order(rule))
+        d = timeline.durations
+        times = np.column_stack([d.ed_s + [x.sum() + y.sum() for x, y in zip(d.cc_s, d.it_s)],
+                                 [x.sum() for x in d.sc_s],
+                                 d.lt_s + [x.sum() + y.sum() for x, y in zip(d.gt_s, d.du_s)]])
+        problem = OrderProblem(times, parallel_devices=True)
+        assert timeline.makespan_s == pytest.approx(makespan(problem, schedule(problem, rule)), rel=1e-9)
+    with pytest.raises(ValueError, match="unknown order rule"):
+        server_order("lifo")
