@@ -26,7 +26,9 @@ def _root() -> None:
 OVERRIDES_HELP = (
     "Config overrides as dotted key=value pairs, e.g. train.rounds=5 devices=4 split.cut=2 "
     "data.alpha=0.1 codec.up=topk+sq+ans codec.up.rho=0.2 scheme=central. "
-    "Keys: scheme, devices, seed, data.*, model.*, split.cut, train.*, codec.up/down.*, output_dir."
+    "Keys: scheme, devices, seed, data.*, model.*, split.cut, train.*, codec.up/down.*, output_dir, "
+    "scenario.* (scenario.preset=sft-paper|dynamic), planning.* (planning.bandwidth=equal|random|sqp|exact, "
+    "planning.order, planning.cut=auto, planning.compression=auto)."
 )
 
 
@@ -62,6 +64,89 @@ def run(
     try:
         run_experiment(cfg, out=out, console=console)
     except ValueError as e:  # config values that only fail once the model/data are known
+        _fail(str(e))
+
+
+@app.command()
+def plan(
+    args: Annotated[Optional[list[str]], typer.Argument(help=(
+        "[SCENARIO.yaml | preset] then key=value run-config overrides (devices, model.*, train.batch_size, "
+        "model.max_length, scenario.*, planning.*). The preset is sft-paper or dynamic; a YAML file holds "
+        "scenario keys (fleet, server, channel, seed, optionally preset)."))] = None,
+):
+    """Solve the resource-management problems for one round of a scenario and print the decisions: cut
+    layer l, Top-K ratio rho and levels E (P1), bandwidth shares (planning.bandwidth, default exact here),
+    the server's device order (planning.order, default auto here), predicted per-device delays and makespan."""
+    from splittune.experiments.planning import plan_command
+
+    args = list(args or [])
+    try:
+        scenario = scenario_args(args)
+        overrides = [a for a in args if "=" in a]
+        defaults = [d for d in ("planning.bandwidth=exact", "planning.order=auto")
+                    if not any(a.startswith(d.split("=")[0] + "=") for a in overrides)]
+        cfg = load_config(None, [*scenario, *defaults, *overrides])
+        plan_command(cfg, console)
+    except (ConfigError, ValueError) as e:
+        _fail(str(e))
+
+
+def scenario_args(args: list[str]) -> list[str]:
+    from splittune.experiments.planning import scenario_overrides
+
+    if args and "=" not in args[0]:
+        return scenario_overrides(args.pop(0))
+    return []
+
+
+@app.command()
+def split(
+    model: Annotated[str, typer.Argument(help=(
+        "minilm | tiny-<family> | <family>-<blocks> (the family's stock config with that many blocks, e.g. "
+        "gpt2-12, bert-12, vit-12, llama-4) | HF name or local path. Built on the meta device: no weights."))],
+    scenario: Annotated[str, typer.Option(help="Scenario preset (sft-paper, dynamic) or scenario YAML file.")] = "sft-paper",
+    devices: Annotated[int, typer.Option(min=1, help="Devices sharing the bandwidth (each gets B/N).")] = 8,
+    device: Annotated[int, typer.Option(min=0, help="Which device's compute and channel to use.")] = 0,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size of the costed step.")] = 16,
+    seq_len: Annotated[int, typer.Option(min=1, help="Tokens per example (text models).")] = 64,
+    layers: Annotated[bool, typer.Option("--layers", help="Op-level min cut instead of block boundaries.")] = False,
+):
+    """Print a model's optimal device/server cut (minimum s-t cut of its graph) and the cost breakdown of
+    every block cut: device and server compute seconds and communication seconds per training step."""
+    from splittune.experiments.planning import link_costs, split_target
+    from splittune.planning.report import split_report
+
+    try:
+        cfg = load_config(None, [*scenario_args([scenario]), f"devices={devices}"])
+        world = cfg.scenario.build(devices)
+        link = link_costs(world, device, devices)
+        target, inputs = split_target(model, batch, seq_len)
+        split_report(target, inputs, link, blockwise=not layers, console=console)
+    except (ConfigError, ValueError) as e:
+        _fail(str(e))
+
+
+reproduce_app = typer.Typer(help="Reproduce tables and figures of the papers.", no_args_is_help=True)
+app.add_typer(reproduce_app, name="reproduce")
+
+
+@reproduce_app.command("table3")
+def reproduce_table3(
+    batch: Annotated[int, typer.Option(min=1, help="Images per batch (the paper: 64).")] = 64,
+    device_blocks: Annotated[int, typer.Option(min=0, help="ViT blocks on the device for the split column (paper: 5).")] = 5,
+    lora_rank: Annotated[int, typer.Option(min=1, help="LoRA rank r (paper: 16).")] = 16,
+    blocks: Annotated[int, typer.Option(min=1, help="ViT blocks (ViT-B/16: 12); fewer for a quick check.")] = 12,
+    image_size: Annotated[int, typer.Option(min=16, help="Image side in pixels (ViT-B/16: 224).")] = 224,
+    sweep: Annotated[bool, typer.Option(help="Also sweep the device blocks (Fig. 6) against eq. 26.")] = True,
+):
+    """Table III and Fig. 6 of the SFT paper: peak device memory of ViT fine-tuning (FL full, FL LoRA,
+    split), measured on the meta device (no weights, no compute) beside the paper's figures."""
+    from splittune.experiments.table3 import reproduce_table3 as table3, vit_base_config
+
+    try:
+        table3(batch=batch, device_blocks=device_blocks, lora_rank=lora_rank, sweep=sweep, console=console,
+               config=vit_base_config(num_hidden_layers=blocks, image_size=image_size))
+    except ValueError as e:
         _fail(str(e))
 
 

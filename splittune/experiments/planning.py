@@ -143,3 +143,108 @@ def resolve_planning(cfg, console: Console | None = None, num_labels: int | None
                       f"codec.up = {resolved.codec.up.name}, codec.down = {resolved.codec.down.name} ({p.compression}); "
                       f"predicted round delay {decision.delay_s:.4g} s at equal shares{accuracy}")
     return resolved, info
+
+
+_STOCK_CONFIGS = {"bert": "BertConfig", "gpt2": "GPT2Config", "llama": "LlamaConfig", "qwen2": "Qwen2Config",
+                  "gemma3": "Gemma3TextConfig", "vit": "ViTConfig"}
+
+
+def split_config(name: str):
+    """transformers config for `splittune split NAME`: `<family>-<blocks>` is the family's stock config
+    (e.g. gpt2-12 = GPT-2 small, bert-12 = BERT-base, vit-12 = ViT-B/16) with that many blocks;
+    anything else as `model.name` (minilm, tiny-<family>, HF name or local path)."""
+    family, _, blocks = name.rpartition("-")
+    if family in _STOCK_CONFIGS and blocks.isdigit():
+        import transformers
+
+        if int(blocks) < 2:
+            raise ValueError(f"{name}: a split needs at least 2 blocks")
+        return getattr(transformers, _STOCK_CONFIGS[family])(num_hidden_layers=int(blocks))
+    return hf_config(name)
+
+
+def split_target(name: str, batch: int, seq_len: int):
+    """(model, inputs) on the `meta` device: costs need shapes only, so no weights are read or allocated."""
+    import torch
+    from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
+
+    config = split_config(name)
+    vit = getattr(config, "model_type", "") == "vit"
+    if not vit and getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = 0  # decoder classifiers need one to find each sequence's last token
+    with torch.device("meta"):
+        auto = AutoModelForImageClassification if vit else AutoModelForSequenceClassification
+        model = auto.from_config(config).train()
+        if vit:
+            inputs = {"pixel_values": torch.empty(batch, config.num_channels, config.image_size, config.image_size)}
+        else:
+            inputs = {"input_ids": torch.zeros(batch, seq_len, dtype=torch.long),
+                      "attention_mask": torch.ones(batch, seq_len, dtype=torch.long)}
+    return model, inputs
+
+
+def link_costs(world, device: int, n_devices: int):
+    """LinkCosts of device `device` in round 0 of `world` at an equal bandwidth share."""
+    from splittune.planning.modelgraph import LinkCosts
+
+    if not 0 <= device < n_devices:
+        raise ValueError(f"--device must be in [0, {n_devices - 1}], got {device}")
+    channel = world.channel
+    cap = channel.bandwidth_hz if channel.max_share_hz is None else min(channel.max_share_hz, channel.bandwidth_hz)
+    share = min(channel.bandwidth_hz / n_devices, cap)
+    state = channel.state(0)
+    return LinkCosts(device_flops=world.devices[device].flops_per_s, server_flops=world.server.flops_per_s,
+                     uplink_bps=share * float(np.log2(1 + state.uplink_snr[device])),
+                     downlink_bps=share * float(np.log2(1 + state.downlink_snr[device])))
+
+
+def scenario_overrides(arg: str) -> list[str]:
+    """`key=value` overrides selecting a scenario: a preset name, or a YAML file of ScenarioConfig keys
+    (optionally with `preset:`), flattened to dotted keys so later overrides and errors name the field."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(arg)
+    if not path.is_file():
+        if path.suffix in (".yaml", ".yml"):
+            raise ValueError(f"scenario file {arg} does not exist")
+        return [f"scenario.preset={arg}"]
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{arg} is not valid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ValueError(f"{arg} must hold a mapping of scenario keys, not {type(tree).__name__}")
+
+    def flatten(node: dict, prefix: str) -> list[str]:
+        items = []
+        for k, v in node.items():
+            # Empty mappings mean "on, with defaults" (e.g. path_loss: {}), so they are kept.
+            items += flatten(v, f"{prefix}.{k}") if isinstance(v, dict) and v else [f"{prefix}.{k}={json.dumps(v)}"]
+        return items
+
+    return flatten(tree, "scenario")
+
+
+def plan_command(cfg, console: Console) -> None:
+    """`splittune plan`: P1 over every cut, then the round's bandwidth shares and server order, printed."""
+    from splittune.data import load_data
+    from splittune.planning.report import plan_report
+
+    p = cfg.planning
+    if p.order == "johnson":
+        raise ValueError("planning.order=johnson: `plan` models devices running their own stages in parallel, "
+                         "where Johnson's flow-shop rule is not defined; use auto, schrage, fifo or random")
+    num_labels = load_data(cfg.data).num_labels
+    problem = run_problem(cfg, num_labels, fixed_compression=False)
+    shape = model_shape(cfg, num_labels)
+    world = cfg.scenario.build(cfg.devices)
+    ghz = [d.f_hz / 1e9 for d in world.devices]
+    source = problem.cut.accuracy.source.split(". ")[0]  # the first sentence says whether it was measured
+    console.print(f"[bold]{cfg.model.name}[/]: {shape.n_blocks} blocks, D={shape.hidden}, batch {shape.batch} x "
+                  f"{shape.seq_len} tokens, LoRA r={shape.lora_rank}; {cfg.devices} devices at "
+                  f"{min(ghz):.2f}-{max(ghz):.2f} GHz, B = {world.channel.bandwidth_hz / 1e6:g} MHz, "
+                  f"channel fading {cfg.scenario.channel.fading}; accuracy model: {source}")
+    plan_report(problem, p.cut_method, p.bandwidth, p.order, cfg.seed, console)
