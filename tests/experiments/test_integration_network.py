@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -21,6 +22,16 @@ from splittune.schemes import SFT, Setup
 from splittune.schemes.config import CodecPair, TrainConfig
 
 runner = CliRunner()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a loaded machine OpenMP's spinning
+    threads make a 32-wide model's round 100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 TINY = ["model.name=tiny-bert", "devices=3", "train.rounds=2", "data.max_train=120", "data.max_test=60", "split.cut=2",
         "train.local_steps=2"]
 
