@@ -38,6 +38,12 @@ GLOBAL = "global"
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
+def activate(stage: Stage, adapter: str) -> None:
+    """Make `adapter` the one the stage's LoRA layers use (PEFT's switch walks every module: skip if set)."""
+    if stage.root.active_adapter != adapter:
+        stage.root.set_adapter(adapter)
+
+
 def own_parameters(stage: Stage, adapter: str, all_adapters: set[str]) -> list[torch.nn.Parameter]:
     """The frozen base plus `adapter`'s parameters: what this side would really hold in memory."""
     others = {f".{a}." for a in all_adapters - {adapter}}
@@ -85,7 +91,7 @@ class DeviceWorker:
 
     def train_step(self, round_idx: int, step: int) -> tuple[float, StepWork]:
         batch = next(self.batches)
-        self.stage.root.set_adapter(self.adapter)
+        activate(self.stage, self.adapter)
         torch.manual_seed(derive_seed(self.seed, self.index, round_idx, step, 0))  # dropout masks
         shape_key = tuple(t.shape for t in batch.values())
         with SavedTensorMeter(exclude=self.own) as saved, self.fwd_flops.measure(shape_key):
@@ -147,6 +153,7 @@ class ServerWorker:
         self.max_message_bytes, self.seed = max_message_bytes, seed
         self.params = {n: list(adapter_slots(stage, f"dev{n}").values()) for n in devices}
         self.optimizers = {n: make_optimizer(self.params[n]) for n in devices}
+        self.own = list(stage.parameters())  # one base and every device's adapter
         self.flops = FlopMeter()
         self.memory = PeakMemory()
         self._uploads: dict[int, tuple[float, dict[str, torch.Tensor]]] = {}
@@ -181,14 +188,13 @@ class ServerWorker:
         n = self._device(msg)
         acts = self._activations(msg)
         round_idx = int(msg.meta.get("round", 0))
-        self.stage.root.set_adapter(f"dev{n}")
+        activate(self.stage, f"dev{n}")
         torch.manual_seed(derive_seed(self.seed, n, round_idx, msg.step, 2))
-        own = own_parameters(self.stage, f"dev{n}", set())  # the server holds every adapter
-        with SavedTensorMeter(exclude=own) as saved, self.flops.measure(tuple(acts.hidden.shape)):
+        with SavedTensorMeter(exclude=self.own) as saved, self.flops.measure(tuple(acts.hidden.shape)):
             out = self.stage(acts)
             out.loss.backward()
         self.memory.observe(memory_breakdown(
-            params=own, trainable=self.params[n], optimizers=self.optimizers.values(),
+            params=self.own, trainable=self.params[n], optimizers=self.optimizers.values(),
             activation_bytes=saved.bytes, input_bytes=tensor_bytes([acts.hidden, acts.attention_mask, acts.labels]),
         ))
         self.optimizers[n].step()

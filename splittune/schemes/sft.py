@@ -3,8 +3,9 @@
 Each round: devices fetch the global device-side adapter, every device runs K local steps
 (forward, activations up, server forward/backward with that device's adapter, gradient down,
 device backward), devices upload their adapters, and the server FedAvg's both sides (eqs. 7-8).
-Devices run in parallel in the simulated world; here their steps interleave round-robin, which
-gives the same numbers as any other order because each device only touches its own adapter.
+Devices run in parallel in the simulated world (the network clock times them); here they take
+turns, device by device as Alg. 1 is written, which gives the same numbers as any other order:
+each device only touches its own adapter and every random draw is seeded per (device, step).
 """
 
 from __future__ import annotations
@@ -80,12 +81,11 @@ class SFT:
             w.adapter_down_bytes = d.download_adapter()
             w.model_down_bytes = self.model_down_bytes if round_idx == 0 else 0
         losses = []
-        for k in range(max(self.steps)):
-            for d, w in zip(self.devices, works):
-                if k < self.steps[d.index]:
-                    loss, step = d.train_step(round_idx, k)
-                    losses.append(loss)
-                    w.steps.append(step)
+        for d, w in zip(self.devices, works):
+            for k in range(self.steps[d.index]):
+                loss, step = d.train_step(round_idx, k)
+                losses.append(loss)
+                w.steps.append(step)
         for d, w in zip(self.devices, works):
             w.adapter_up_bytes = d.upload_adapter()
         self.server.aggregate()

@@ -1,0 +1,81 @@
+"""Step time of split training (sft, one device, in-process transport, no compression) vs plain PEFT.
+
+    .venv/bin/python benchmarks/split_overhead.py [--steps 40] [--batch 16] [--model minilm]
+
+Both train the same model (all-MiniLM-L6-v2 + LoRA r=16, cut after block 3) on the same batches.
+Steps alternate between the two in blocks so that both see the same machine load; the ratio of
+median step times split/unsplit is printed (target: <= 1.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from splittune.data import DataConfig, load_data
+from splittune.models.load import load_model
+from splittune.models.lora import LoraSettings, attach_lora
+from splittune.runtime.batches import shuffled_batches, tensorize
+from splittune.schemes import SFT, Setup
+from splittune.schemes.base import make_optimizer_factory
+from splittune.schemes.config import CodecPair, TrainConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per variant")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--cut", type=int, default=3)
+    args = parser.parse_args()
+
+    data = load_data(DataConfig(name="chatterbot"))
+    train = TrainConfig(batch_size=args.batch, local_steps=args.steps)
+    base, tok = load_model(args.model, num_labels=data.num_labels, seed=0)
+    tensors = tensorize(data.train_x, data.train_y, tok, 64)
+    batches = [b for _, b in zip(range(args.steps + 5), shuffled_batches(tensors, args.batch, seed=0))]
+
+    plain = attach_lora(load_model(args.model, num_labels=data.num_labels, seed=0)[0], LoraSettings())
+    plain.train()
+    opt = make_optimizer_factory(train)([p for p in plain.parameters() if p.requires_grad])
+
+    def plain_step(batch):
+        plain(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    setup = Setup(model=base, device_data=[tensors], test_data=tensors, train=train, lora=LoraSettings(),
+                  cut=args.cut, codec=CodecPair(), seed=0)
+    sft = SFT(setup)
+    device = sft.devices[0]
+    device.batches = iter(batches)
+    step_idx = iter(range(10**9))
+
+    def split_step(batch):
+        device.train_step(0, next(step_idx))
+
+    # Warm-up: first-seen shapes pay for FLOP counting once; allocator caches fill.
+    for b in batches[:5]:
+        plain_step(b)
+        split_step(b)
+    device.batches = iter(batches[5:])
+    times = {"unsplit": [], "split": []}
+    for i, batch in enumerate(batches[5:]):
+        order = [("unsplit", plain_step), ("split", split_step)]
+        for name, fn in order if i % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            fn(batch)
+            times[name].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}, batch {args.batch}, "
+          f"cut {args.cut}, {args.steps} steps each")
+    print(f"median step time  unsplit (PEFT): {med['unsplit'] * 1e3:8.1f} ms")
+    print(f"median step time  split (sft):    {med['split'] * 1e3:8.1f} ms")
+    print(f"ratio split/unsplit: {med['split'] / med['unsplit']:.3f}   (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
