@@ -150,6 +150,46 @@ def reproduce_table3(
         _fail(str(e))
 
 
+sweep_app = typer.Typer(help="Sweep a setting over a grid of runs.", no_args_is_help=True)
+app.add_typer(sweep_app, name="sweep")
+
+
+@sweep_app.command("codec")
+def sweep_codec(
+    args: Annotated[Optional[list[str]], typer.Argument(help="[CONFIG.yaml] then key=value overrides of the swept task. " + OVERRIDES_HELP)] = None,
+    rhos: Annotated[str, typer.Option(help="Top-K keep ratios rho, comma separated.")] = "0.05,0.1,0.2,0.5",
+    levels: Annotated[str, typer.Option(help="Quantization levels E, comma separated.")] = "4,8,16",
+    direction: Annotated[str, typer.Option(help="Link(s) to compress: up | down | both.")] = "up",
+    lossless: Annotated[str, typer.Option(help="Lossless stage of the level indices: ans | zstd.")] = "ans",
+    lossless_off: Annotated[str, typer.Option(help="Points also run without the lossless stage (topk+sq): all | none | rho:E,...")] = "all",
+    max_loss: Annotated[float, typer.Option(min=0, help="Absolute accuracy loss for the 'highest ratio within' finding.")] = 0.01,
+    out: Annotated[Optional[Path], typer.Option(help="Sweep folder (default: output_dir/sweep-codec-<time>).")] = None,
+    save_default: Annotated[bool, typer.Option(help="Also save the fit as the package's default accuracy model.")] = False,
+):
+    """Compression/accuracy trade-off (SFT Fig. 7): one run per (rho, E) with topk+sq+LOSSLESS (and topk+sq at
+    the --lossless-off points) plus a `none` baseline; writes sweep.csv, sweep.md, tradeoff.png and the fitted
+    accuracy model A(rho, E) (accuracy_model.json, relative to `none`)."""
+    import shlex
+    from datetime import datetime
+
+    from splittune.experiments import sweep
+
+    args = list(args or [])
+    command = shlex.join(["splittune", "sweep", "codec", *args, f"--rhos={rhos}", f"--levels={levels}",
+                          f"--direction={direction}", f"--lossless={lossless}", f"--lossless-off={lossless_off}"])
+    config_path = Path(args.pop(0)) if args and "=" not in args[0] else None
+    try:
+        cfg = load_config(config_path, args)
+        points = sweep.grid(rhos, levels, lossless, lossless_off)
+        sweep.check_base(cfg, direction)
+        folder = out or Path(cfg.output_dir) / f"sweep-codec-{datetime.now():%Y%m%d-%H%M%S}"
+        sweep.sweep_codec(cfg, points, direction, folder, command, max_loss, save_default, console)
+    except ConfigError as e:
+        _fail(f"invalid configuration\n{e}")
+    except ValueError as e:
+        _fail(str(e))
+
+
 def main() -> None:
     app()
 

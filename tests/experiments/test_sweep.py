@@ -1,0 +1,139 @@
+"""`splittune sweep codec`: grid of tiny runs -> table, plots, fit; lossless on/off; option errors."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from splittune.cli import app
+from splittune.experiments import sweep
+from splittune.experiments.config import load_config
+from splittune.planning.accuracy import POWERS, TERMS, AccuracyModel
+
+runner = CliRunner()
+TINY = ["model.name=tiny-bert", "devices=2", "train.rounds=1", "train.local_steps=2", "data.max_train=60",
+        "data.max_test=30", "split.cut=2"]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "sweep"
+    default = tmp_path_factory.mktemp("pkg") / "accuracy_default.json"
+    with pytest.MonkeyPatch.context() as mp:  # --save-default must not overwrite the package's file in a test
+        mp.setattr(sweep, "DEFAULT_MODEL_PATH", default)
+        result = runner.invoke(app, ["sweep", "codec", *TINY, "--rhos", "0.5,0.1", "--levels", "16,4",
+                                     "--out", str(out), "--save-default"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    with (out / "sweep.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    return out, rows, result.output, default
+
+
+def _num(row, key):
+    return None if row[key] == "" else float(row[key])
+
+
+def test_writes_table_plots_fit_and_one_run_folder_per_point(swept):
+    out, rows, output, _ = swept
+    for name in ("sweep.csv", "sweep.md", "tradeoff.png", "fit.png", "accuracy_model.json"):
+        assert (out / name).stat().st_size > 0, name
+    # none + 2x2 grid, each with the lossless stage on and off
+    assert [r["codec"] for r in rows] == ["none"] + ["topk+sq+ans", "topk+sq"] * 4
+    assert [(r["rho"], r["levels"]) for r in rows[1::2]] == [("0.1", "4"), ("0.1", "16"), ("0.5", "4"), ("0.5", "16")]
+    md = (out / "sweep.md").read_text()
+    for r in rows:
+        summary = json.loads((out / r["run"] / "summary.json").read_text())
+        assert (out / r["run"] / "metrics.jsonl").is_file()
+        assert _num(r, "final_accuracy") == summary["final_accuracy"]
+        assert _num(r, "compression_up") == pytest.approx(summary["compression_up"])
+        assert int(r["bytes_total"]) == summary["bytes_up_total"] + summary["bytes_down_total"]
+        assert _num(r, "delta_accuracy") == pytest.approx(_num(r, "final_accuracy") - _num(rows[0], "final_accuracy"))
+        assert f"{_num(r, 'compression_up'):.1f}x" in md and f"{_num(r, 'compression_up'):.1f}x" in output
+    assert "codec sweep" in output and "MSE" in output
+
+
+def test_ratio_grows_as_rho_falls_and_lossless_adds_ratio_not_error(swept):
+    out, rows, _, _ = swept
+    none = _num(rows[0], "compression_up")
+    assert none == pytest.approx(1.0, abs=0.01)  # raw bytes plus a header
+    for levels in ("4", "16"):
+        for lossless in ("ans", "off"):
+            ratio = {_num(r, "rho"): _num(r, "compression_up") for r in rows
+                     if r["levels"] == levels and r["lossless"] == lossless}
+            assert ratio[0.1] > ratio[0.5] > none
+    for on, off in zip(rows[1::2], rows[2::2]):
+        assert (on["rho"], on["levels"], on["lossless"], off["lossless"]) == (off["rho"], off["levels"], "ans", "off")
+        assert _num(on, "compression_up") > _num(off, "compression_up")
+        # same decoded tensors -> the same training, round by round, not only the same final accuracy
+        metrics = [[json.loads(line) for line in (out / r["run"] / "metrics.jsonl").read_text().splitlines()]
+                   for r in (on, off)]
+        for a, b in zip(*metrics):
+            assert (a["accuracy"], a["loss"], a["train_loss"]) == (b["accuracy"], b["loss"], b["train_loss"])
+    assert "identical" in (out / "sweep.md").read_text()
+
+
+def test_fit_is_relative_to_none_and_saved_as_default(swept):
+    out, rows, _, default = swept
+    model = AccuracyModel.load(out / "accuracy_model.json")
+    assert "relative to the uncompressed run" in model.target and "sweep codec" in model.source
+    base = _num(rows[0], "final_accuracy")
+    for r in rows[1:]:
+        assert _num(r, "relative_accuracy") == pytest.approx(_num(r, "final_accuracy") / base)
+    measured = {(_num(r, "rho"), _num(r, "levels")): _num(r, "relative_accuracy") for r in rows[1:]}
+    assert {(r, e): a for r, e, a in zip(*(model.points[k] for k in ("rho", "levels", "acc")))} == measured
+    saved = json.loads((out / "accuracy_model.json").read_text())
+    assert saved["mse"] == pytest.approx(model.mse()) and saved["mse"] < 1e-12  # 4 terms through 4 points
+    assert json.loads(default.read_text()) == saved
+
+
+def _rows(rho, levels, acc):
+    return [{"rho": None, "levels": None, "relative_accuracy": 1.0}] + [
+        {"rho": r, "levels": e, "relative_accuracy": a} for r, e, a in zip(rho, levels, acc)]
+
+
+def test_fit_uses_the_full_cubic_on_a_full_grid_and_only_identifiable_terms_otherwise():
+    rng = np.random.default_rng(0)
+    coef = rng.normal(size=len(TERMS)) * np.array([1, 1, 0.1, 1, 0.1, 0.01, 1, 0.1, 0.01, 0.001])
+    truth = AccuracyModel(coef)
+    rho, levels = (g.ravel() for g in np.meshgrid([0.05, 0.1, 0.2, 0.5, 1.0], [2.0, 4.0, 8.0, 16.0]))
+    full = sweep.fit(_rows(rho, levels, truth(rho, levels)), "test")
+    assert np.allclose(full.coef, coef, rtol=1e-6, atol=1e-9)
+    # two E values: E^2, E^3, rho E^2 are not identifiable -> exactly zero; the rest is least squares
+    two = levels <= 4
+    part = sweep.fit(_rows(rho[two], levels[two], truth(rho[two], levels[two])), "test")
+    zero = [t for t, (i, j) in enumerate(POWERS) if j >= 2]
+    assert np.all(part.coef[zero] == 0) and np.all(np.delete(part.coef, zero) != 0)
+    assert "terms fitted" in part.source and part.mse() < 1e-18  # on two E values E^2 = a + b E exactly
+
+
+def test_down_and_both_put_the_codec_on_the_swept_links():
+    base = load_config(None, [*TINY, "codec.up.per_token=true"])
+    point = sweep.Point(0.2, 8, "zstd")
+    both = sweep.point_config(base, point, "both").codec
+    assert (both.up.kind, both.up.rho, both.up.levels, both.up.per_token) == ("topk+sq+zstd", 0.2, 8, True)
+    assert (both.down.kind, both.down.rho, both.down.levels) == ("topk+sq+zstd", 0.2, 8)
+    down = sweep.point_config(base, point, "down").codec
+    assert down.up.kind == "none" and down.down.kind == "topk+sq+zstd"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--rhos", "0,0.5"], ["--rhos", "(0, 1]"]),
+    (["--rhos", "0.2,x"], ["--rhos", "'x'"]),
+    (["--levels", "4,1"], ["--levels", ">= 2"]),
+    (["--direction", "sideways"], ["--direction"]),
+    (["--lossless", "brotli"], ["--lossless", "ans, zstd"]),
+    (["--lossless-off", "0.3:4"], ["--lossless-off", "0.3:4"]),
+    (["scheme=central"], ["scheme", "central"]),
+    (["planning.compression=auto"], ["planning.compression"]),
+    (["train.rounds=0"], ["train.rounds"]),
+])
+def test_bad_options_exit_2_naming_the_option(args, words, tmp_path):
+    result = runner.invoke(app, ["sweep", "codec", *TINY, "--out", str(tmp_path / "s"), *args], terminal_width=200)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    out = " ".join(result.output.split())
+    for word in words:
+        assert word in out
+    assert not (tmp_path / "s").exists()  # rejected before any run
