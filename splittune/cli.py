@@ -165,6 +165,7 @@ def sweep_codec(
     max_loss: Annotated[float, typer.Option(min=0, help="Absolute accuracy loss for the 'highest ratio within' finding.")] = 0.01,
     out: Annotated[Optional[Path], typer.Option(help="Sweep folder (default: output_dir/sweep-codec-<time>).")] = None,
     save_default: Annotated[bool, typer.Option(help="Also save the fit as the package's default accuracy model.")] = False,
+    resume: Annotated[bool, typer.Option(help="Reuse points whose folder under --out holds a finished run of the same config.")] = False,
 ):
     """Compression/accuracy trade-off (SFT Fig. 7): one run per (rho, E) with topk+sq+LOSSLESS (and topk+sq at
     the --lossless-off points) plus a `none` baseline; writes sweep.csv, sweep.md, tradeoff.png and the fitted
@@ -183,7 +184,7 @@ def sweep_codec(
         points = sweep.grid(rhos, levels, lossless, lossless_off)
         sweep.check_base(cfg, direction)
         folder = out or Path(cfg.output_dir) / f"sweep-codec-{datetime.now():%Y%m%d-%H%M%S}"
-        sweep.sweep_codec(cfg, points, direction, folder, command, max_loss, save_default, console)
+        sweep.sweep_codec(cfg, points, direction, folder, command, max_loss, save_default, resume, console)
     except ConfigError as e:
         _fail(f"invalid configuration\n{e}")
     except ValueError as e:

@@ -28,7 +28,7 @@ from rich.table import Table
 
 import splittune.planning
 from splittune.codec import CodecConfig
-from splittune.experiments.config import RunConfig
+from splittune.experiments.config import RunConfig, dump_config
 from splittune.experiments.report import human_bytes
 from splittune.planning.accuracy import POWERS, TERMS, AccuracyModel
 
@@ -76,7 +76,7 @@ def parse_list(text: str, option: str, cast, check, what: str) -> list:
         values.append(value)
     if len(set(values)) != len(values):
         raise SweepError(f"{option}: {text!r} lists a value twice")
-    return sorted(values)
+    return values  # in the given order: the grid runs in that order, so it sets the priority
 
 
 _EXAMPLES = {"--rhos": "0.05,0.1,0.2,0.5", "--levels": "4,8,16", "--lossless-off": "0.2:8,0.05:4"}
@@ -84,12 +84,13 @@ _EXAMPLES = {"--rhos": "0.05,0.1,0.2,0.5", "--levels": "4,8,16", "--lossless-off
 
 def grid(rhos: str, levels: str, lossless: str, lossless_off: str) -> list[Point]:
     """The none baseline, every (rho, E) with lossless coding, and the lossless-off points asked for:
-    `all`, `none`, or a comma list of rho:E pairs from the grid."""
+    `all`, `none`, or a comma list of rho:E pairs from the grid. E-major, values in the given order,
+    so a sweep stopped early has whole curves of the first E values."""
     rho_list = parse_list(rhos, "--rhos", float, lambda r: 0 < r <= 1, "a Top-K keep ratio in (0, 1]")
     level_list = parse_list(levels, "--levels", int, lambda e: e >= 2, "an integer number of levels >= 2")
     if lossless not in LOSSLESS:
         raise SweepError(f"--lossless: {lossless!r} is not one of {', '.join(LOSSLESS)}")
-    pairs = [(r, e) for r in rho_list for e in level_list]
+    pairs = [(r, e) for e in level_list for r in rho_list]
     if lossless_off == "all":
         off = set(pairs)
     elif lossless_off == "none":
@@ -146,6 +147,26 @@ def row(point: Point, summary: dict, none: dict | None, out: Path) -> dict:
         "bytes_total": summary["bytes_up_total"] + summary["bytes_down_total"],
         "wall_s": summary["wall_s"], "run": str(Path(summary["run_dir"]).relative_to(out)),
     }
+
+
+def sort_key(r: dict) -> tuple:
+    """none first, then by rho, E, lossless on before off."""
+    return (r["rho"] is not None, r["rho"] or 0, r["levels"] or 0, r["lossless"] == "off")
+
+
+def finished(folder: Path, cfg: RunConfig) -> dict | None:
+    """The summary of a run already in `folder` from exactly this configuration, else None."""
+    summary, config = folder / "summary.json", folder / "config.yaml"
+    if summary.is_file() and config.is_file() and config.read_text() == dump_config(cfg):
+        return json.loads(summary.read_text())
+    return None
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=sort_key))
 
 
 def swept_ratio(r: dict, direction: str) -> float:
@@ -223,18 +244,19 @@ def plot_tradeoff(rows: list[dict], direction: str, max_loss: float, path: Path)
     """Fig. 7: final test accuracy against the measured compression ratio of the swept link."""
     none = rows[0]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for e in sorted({r["levels"] for r in rows[1:]}):
+    for n, e in enumerate(sorted({r["levels"] for r in rows[1:]})):
+        # one colour per E; hollow squares on a dotted line: the same points without the lossless stage
         for off, style in ((False, dict(marker="o")), (True, dict(marker="s", mfc="none", ls=":"))):
             pts = sorted((r for r in rows[1:] if r["levels"] == e and (r["lossless"] == "off") == off),
                          key=lambda r: swept_ratio(r, direction))
             if not pts:
                 continue
             label = f"E={e}" + (" (no lossless stage)" if off else f" (+{pts[0]['lossless']})")
-            line, = ax.plot([swept_ratio(r, direction) for r in pts], [r["final_accuracy"] for r in pts],
-                            label=label, **style)
+            ax.plot([swept_ratio(r, direction) for r in pts], [r["final_accuracy"] for r in pts],
+                    label=label, color=f"C{n}", **style)
             for r in pts if not off else ():
                 ax.annotate(f"ρ={r['rho']:g}", (swept_ratio(r, direction), r["final_accuracy"]), fontsize=7,
-                            textcoords="offset points", xytext=(3, 4), color=line.get_color())
+                            textcoords="offset points", xytext=(3, 4), color=f"C{n}")
     ax.scatter([swept_ratio(none, direction)], [none["final_accuracy"]], marker="*", s=140, color="black",
                zorder=5, label="none (uncompressed)")
     ax.axhline(none["final_accuracy"], color="black", lw=0.8, ls="--")
@@ -310,8 +332,12 @@ def findings(rows: list[dict], direction: str, max_loss: float) -> list[str]:
 
 
 def sweep_codec(base: RunConfig, points: list[Point], direction: str, out: Path, command: str,
-                max_loss: float = 0.01, save_default: bool = False, console: Console | None = None) -> dict:
-    """Run every point, write sweep.csv/.md, tradeoff.png, fit.png, accuracy_model.json; return the result."""
+                max_loss: float = 0.01, save_default: bool = False, resume: bool = False,
+                console: Console | None = None) -> dict:
+    """Run every point, write sweep.csv/.md, tradeoff.png, fit.png, accuracy_model.json; return the result.
+
+    sweep.csv is rewritten after every point, so a stopped sweep leaves its finished points; with
+    `resume`, a point whose folder holds a finished run of the same configuration is not run again."""
     from splittune.experiments.run import run
 
     console = console or Console()
@@ -323,13 +349,13 @@ def sweep_codec(base: RunConfig, points: list[Point], direction: str, out: Path,
         task = progress.add_task("codec sweep", total=len(points), status="")
         for point in points:
             progress.update(task, status=point.folder)
-            summary = run(point_config(base, point, direction), out=out / point.folder, console=Console(quiet=True))
+            cfg = point_config(base, point, direction)
+            summary = (resume and finished(out / point.folder, cfg)) or run(
+                cfg, out=out / point.folder, console=Console(quiet=True))
             rows.append(row(point, summary, rows[0] if rows else None, out))
+            write_csv(rows, out / "sweep.csv")
             progress.update(task, advance=1, status=f"{point.folder}: acc {summary['final_accuracy']:.4f}")
-    with (out / "sweep.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    rows.sort(key=sort_key)
     stamp = f"{datetime.now(timezone.utc):%Y-%m-%d}"
     model = fit(rows, f"measured by `{command}` on {stamp}: {base.model.name} on {base.data.name}, "
                       f"{base.scheme}, {base.devices} devices, cut {base.split.cut}, {base.train.rounds} rounds, "

@@ -88,6 +88,24 @@ def test_fit_is_relative_to_none_and_saved_as_default(swept):
     assert json.loads(default.read_text()) == saved
 
 
+def test_resume_reuses_finished_points_of_the_same_config(swept):
+    out, rows, _, default = swept
+    mtimes = {r["run"]: (out / r["run"] / "summary.json").stat().st_mtime_ns for r in rows}
+    (out / "rho0.5-E16-plain" / "summary.json").unlink()  # as if the sweep was stopped during this point
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep, "DEFAULT_MODEL_PATH", default)
+        result = runner.invoke(app, ["sweep", "codec", *TINY, "--rhos", "0.5,0.1", "--levels", "16,4",
+                                     "--out", str(out), "--resume"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for run, mtime in mtimes.items():
+        assert ((out / run / "summary.json").stat().st_mtime_ns == mtime) == (run != "rho0.5-E16-plain"), run
+    with (out / "sweep.csv").open() as f:
+        again = list(csv.DictReader(f))
+    drop = ("wall_s",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in again] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
 def _rows(rho, levels, acc):
     return [{"rho": None, "levels": None, "relative_accuracy": 1.0}] + [
         {"rho": r, "levels": e, "relative_accuracy": a} for r, e, a in zip(rho, levels, acc)]
