@@ -28,6 +28,7 @@ from rich.table import Table
 
 import splittune.planning
 from splittune.codec import CodecConfig
+from splittune.data import load_data
 from splittune.experiments.config import RunConfig, dump_config
 from splittune.experiments.report import human_bytes
 from splittune.planning.accuracy import POWERS, TERMS, AccuracyModel
@@ -292,14 +293,15 @@ def plot_fit(model: AccuracyModel, path: Path) -> None:
 
 
 def markdown(rows: list[dict], model: AccuracyModel, cfg: RunConfig, command: str, direction: str,
-             max_loss: float, notes: list[str]) -> str:
+             test_size: int, notes: list[str]) -> str:
     none = rows[0]
     lines = [
         "# Codec sweep: compression vs accuracy", "",
         f"Command: `{command}`  ", f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  ",
         f"Task: {cfg.model.name}, {cfg.data.name}, scheme {cfg.scheme}, {cfg.devices} devices, cut {cfg.split.cut}, "
-        f"{cfg.train.rounds} rounds, seed {cfg.seed}; compressed link: {direction}.", "",
-        "| " + " | ".join(HEADERS) + " |", "|" + "---|" * 2 + "---:|" + "---|" + "---:|" * 6,
+        f"{cfg.train.rounds} rounds, seed {cfg.seed}; compressed link: {direction}. Test set: {test_size} examples "
+        f"(one example = {100 / test_size:.2f}% accuracy); one seed per point.", "",
+        "| " + " | ".join(HEADERS) + " |", "|---|---:|---:|---|" + "---:|" * 6,
         *["| " + " | ".join(table_cells(r)) + " |" for r in rows], "",
         "Ratios are raw fp32 bytes of the cut tensors / encoded bytes (headers included), over the whole run. "
         "Δ acc is the final test accuracy minus that of `none` (absolute). Per-point run folders are listed in "
@@ -365,7 +367,8 @@ def sweep_codec(base: RunConfig, points: list[Point], direction: str, out: Path,
     notes = findings(rows, direction, max_loss)
     plot_tradeoff(rows, direction, max_loss, out / "tradeoff.png")
     plot_fit(model, out / "fit.png")
-    (out / "sweep.md").write_text(markdown(rows, model, base, command, direction, max_loss, notes))
+    test_size = len(load_data(base.data).test_y)  # the resolution of every accuracy in the table
+    (out / "sweep.md").write_text(markdown(rows, model, base, command, direction, test_size, notes))
     console.print(rich_table(rows, f"codec sweep ({direction} link)"))
     for n in notes:
         console.print(f"• {n}")
