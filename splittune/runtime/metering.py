@@ -24,6 +24,10 @@ class FlopMeter:
         self._cache: dict[tuple, float] = {}
         self.last = 0.0
 
+    def __len__(self) -> int:
+        """How many distinct shapes have been counted."""
+        return len(self._cache)
+
     @contextmanager
     def measure(self, key: tuple):
         """Run the block under a FLOP counter the first time `key` is seen; set `self.last`."""
