@@ -199,6 +199,8 @@ def fit(rows: list[dict], source: str) -> AccuracyModel:
     acc = np.array([np.mean(v) for v in pts.values()])
     used = [t for t, (i, j) in enumerate(POWERS) if i < len(set(rho)) and j < len(set(levels))]
     target = "accuracy relative to the uncompressed run (1.0 = no loss)"
+    source += (f"; fit points span rho {rho.min():g}..{rho.max():g}, E {levels.min():g}..{levels.max():g} "
+               "(outside that range the cubic extrapolates)")
     if len(used) == len(TERMS):
         return AccuracyModel.fit(rho, levels, acc, source=source, target=target)
     x = np.stack([rho**POWERS[t][0] * levels**POWERS[t][1] for t in used], axis=-1)
