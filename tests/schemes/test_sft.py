@@ -101,3 +101,30 @@ def test_round_reports_real_message_sizes_and_memory():
     assert step.device_fwd_flops > 0 and step.server_flops > 0 and step.device_bwd_flops > 0
     assert result.device_memory.activation_bytes > 0 and result.server_memory.optimizer_bytes > 0
     assert result.bytes_up == sum(w.bytes_up for w in result.works)
+
+
+def test_codec_none_training_is_bit_identical_to_training_without_messages():
+    """One sft step through the wire (codec none) == the same step on the stages directly."""
+    from splittune.models.split import Activations, split_model
+    from splittune.runtime.adapters import adapter_slots
+
+    sft = SFT(_setup(devices=1, steps=1))
+    reference = SFT(_setup(devices=1, steps=1))  # same seed: same weights, same adapters
+    device_stage, server_stage = split_model(reference.model, [2])
+    reference.model.set_adapter("dev0")
+    params = list(adapter_slots(device_stage, "dev0").values()) + list(adapter_slots(server_stage, "dev0").values())
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    batch = next(reference.devices[0].batches)  # the batch the wire path will draw first
+
+    acts = device_stage(batch)
+    cut = acts.hidden.detach().requires_grad_()
+    server_stage(Activations(cut, acts.attention_mask, acts.labels)).loss.backward()
+    acts.hidden.backward(cut.grad)
+    opt.step()
+
+    sft.devices[0].train_step(0, 0)
+    for stage_a, stage_b in ((sft.devices[0].stage, device_stage), (sft.server.stage, server_stage)):
+        a, b = adapter_slots(stage_a, "dev0"), adapter_slots(stage_b, "dev0")
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
