@@ -71,7 +71,8 @@ def parse_list(text: str, option: str, cast, check, what: str) -> list:
         try:
             value = cast(item)
         except ValueError:
-            raise SweepError(f"{option}: {item!r} is not {what} (give a comma list, e.g. {option} {_EXAMPLES[option]})") from None
+            raise SweepError(f"{option}: {item!r} is not {what} "
+                             f"(give a comma list, e.g. {option} {_EXAMPLES[option]})") from None
         if not check(value):
             raise SweepError(f"{option}: {item} is out of range; each value must be {what}")
         values.append(value)
@@ -122,7 +123,9 @@ def point_config(base: RunConfig, point: Point, direction: str) -> RunConfig:
     codec = base.codec
     for link in links:
         own = getattr(codec, link).model_dump()
-        params = {"kind": point.kind} if point.rho is None else {"kind": point.kind, "rho": point.rho, "levels": point.levels}
+        params = {"kind": point.kind}
+        if point.rho is not None:
+            params.update(rho=point.rho, levels=point.levels)
         codec = codec.model_copy(update={link: CodecConfig(**{**own, **params})})
     return base.model_copy(update={"codec": codec})
 
@@ -324,14 +327,16 @@ def findings(rows: list[dict], direction: str, max_loss: float) -> list[str]:
     for on, off in lossless_pairs(rows):
         same = on["final_accuracy"] == off["final_accuracy"] and on["best_accuracy"] == off["best_accuracy"]
         notes.append(f"ρ={on['rho']:g}, E={on['levels']}: lossless {on['lossless']} on/off → accuracy "
-                     f"{'identical' if same else 'DIFFERENT'} ({on['final_accuracy']:.4f} / {off['final_accuracy']:.4f}); "
-                     f"ratio {swept_ratio(on, direction):.1f}x with {on['lossless']}, {swept_ratio(off, direction):.1f}x without.")
+                     f"{'identical' if same else 'DIFFERENT'} ({on['final_accuracy']:.4f} / "
+                     f"{off['final_accuracy']:.4f}); ratio {swept_ratio(on, direction):.1f}x with "
+                     f"{on['lossless']}, {swept_ratio(off, direction):.1f}x without.")
     best = best_within(rows, direction, max_loss)
     if best is None:
         notes.append(f"No compressed point stays within {max_loss:g} absolute accuracy of `none`.")
     else:
-        notes.append(f"Highest ratio within {max_loss:g} absolute accuracy loss: {swept_ratio(best, direction):.1f}x "
-                     f"({best['codec']}, ρ={best['rho']:g}, E={best['levels']}, Δ acc {best['delta_accuracy']:+.4f}).")
+        notes.append(f"Highest ratio within {max_loss:g} absolute accuracy loss: "
+                     f"{swept_ratio(best, direction):.1f}x ({best['codec']}, ρ={best['rho']:g}, E={best['levels']}, "
+                     f"Δ acc {best['delta_accuracy']:+.4f}).")
     return notes
 
 
