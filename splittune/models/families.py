@@ -13,6 +13,7 @@ and `*ForSequenceClassification`) and ViT (`ViTForImageClassification`).
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +50,7 @@ def _last_token_logits(logits: torch.Tensor, attention_mask: torch.Tensor | None
     return logits[torch.arange(batch, device=logits.device), last]
 
 
-class Family:
+class Family(ABC):
     """Base class: subclasses name the modules and the block calling convention of one architecture."""
 
     name: str = ""
@@ -63,28 +64,35 @@ class Family:
     def task(self) -> str:
         return "causal_lm" if "CausalLM" in type(self.model).__name__ or "LMHead" in type(self.model).__name__ else "classification"
 
+    @abstractmethod
     def blocks(self) -> nn.ModuleList:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def embedding_modules(self) -> list[nn.Module]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def head_modules(self) -> list[nn.Module]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def embed(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def run_blocks(self, hidden, attention_mask, start: int, stop: int) -> torch.Tensor:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def head(self, hidden, attention_mask, labels) -> SplitOutput:
-        raise NotImplementedError
+        ...
 
 
 class BertFamily(Family):
     name = "bert"
-    head_trainable = ("classifier",)
+    # The pooler (dense + tanh on [CLS]) was trained for next-sentence prediction, not for the task.
+    head_trainable = ("pooler", "classifier")
 
     def blocks(self):
         return self.model.bert.encoder.layer

@@ -40,6 +40,9 @@ def load_model(name: str, *, num_labels: int, modality: str = "text", seed: int 
 
     The tokenizer is None for image models. The classification head is initialised from `seed`.
     """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected here
     torch.manual_seed(seed)
     if name.startswith("tiny-"):
         family = name.removeprefix("tiny-")
