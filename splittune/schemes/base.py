@@ -46,11 +46,38 @@ class RoundResult:
     compression_down: float | None = None
 
 
+class ClippedStep:
+    """An optimizer whose `step()` first clips its parameters' gradient norm (each side clips its own:
+    devices and server cannot see each other's gradients without another message)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, max_norm: float | None):
+        self.optimizer, self.max_norm = optimizer, max_norm
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def step(self) -> None:
+        if self.max_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        self.optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+
 def make_optimizer_factory(train: TrainConfig):
-    def make(params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    def make(params: list[nn.Parameter]) -> ClippedStep:
         if train.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
-        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+            opt = torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+        return ClippedStep(opt, train.max_grad_norm)
 
     return make
 

@@ -22,6 +22,9 @@ class TrainConfig(Strict):
     lr: float = Field(0.05, gt=0, description="learning rate (both sides)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Table II)")
     weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(
+        1.0, gt=0, description="clip each side's adapter gradient to this L2 norm before a step; null = off"
+    )
     lr_decay: float = Field(0.998, gt=0, le=1, description="learning rate multiplier per round (Table II)")
     reset_optimizer: bool = Field(False, description="drop optimizer state (momentum, moments) at every aggregation")
     eval_batch_size: int = Field(128, ge=1)

@@ -32,7 +32,7 @@ def _setup(family="bert", devices=1, codec=None, optimizer="sgd", steps=1, seed=
     device_data = [_data(family, 12, seed=10 + n) for n in range(devices)]
     return Setup(
         model=model, device_data=device_data, test_data=_data(family, 8, seed=99),
-        train=TrainConfig(local_steps=steps, batch_size=4, optimizer=optimizer, lr=0.1),
+        train=TrainConfig(local_steps=steps, batch_size=4, optimizer=optimizer, lr=0.1, max_grad_norm=None),
         lora=LoraSettings(rank=4), cut=2, codec=codec or CodecPair(), seed=seed,
     )
 
@@ -128,3 +128,17 @@ def test_codec_none_training_is_bit_identical_to_training_without_messages():
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), k
+
+
+def test_clipped_step_bounds_the_gradient_norm_before_stepping():
+    from splittune.schemes.base import make_optimizer_factory
+
+    p = nn.Parameter(torch.zeros(10))
+    opt = make_optimizer_factory(TrainConfig(lr=1.0, momentum=0.0, max_grad_norm=0.5))([p])
+    p.grad = torch.full((10,), 3.0)
+    opt.step()
+    assert torch.linalg.vector_norm(p.detach()).item() == pytest.approx(0.5, rel=1e-5)
+    free = make_optimizer_factory(TrainConfig(lr=1.0, momentum=0.0, max_grad_norm=None))([q := nn.Parameter(torch.zeros(10))])
+    q.grad = torch.full((10,), 3.0)
+    free.step()
+    assert torch.allclose(q.detach(), torch.full((10,), -3.0))
