@@ -11,7 +11,7 @@ from torch import nn
 from splittune.models.lora import LoraSettings
 from splittune.network.memory import MemoryBreakdown
 from splittune.network.trace import DeviceRoundWork
-from splittune.runtime.batches import num_examples, ordered_batches
+from splittune.runtime.batches import eval_batches, num_examples
 from splittune.schemes.config import CodecPair, TrainConfig
 
 
@@ -105,7 +105,7 @@ def evaluate(model: nn.Module, data: dict[str, torch.Tensor], batch_size: int) -
     was_training = model.training
     model.eval()
     correct, loss_sum, n = 0, 0.0, 0
-    for batch in ordered_batches(data, batch_size):
+    for batch in eval_batches(data, batch_size):
         out = model(**batch)
         labels = batch["labels"]
         correct += int((out.logits.argmax(-1) == labels).sum())

@@ -25,7 +25,9 @@ class Central:
         self.model.train()
         pooled = {k: torch.cat([d[k] for d in setup.device_data]) for k in setup.device_data[0]}
         # The same shuffle as device 0 of a split scheme: with one device both see the same batches.
-        self.batches = shuffled_batches(pooled, setup.train.batch_size, seed=derive_seed(setup.seed, 0))
+        self.batches = shuffled_batches(
+            pooled, setup.train.batch_size, derive_seed(setup.seed, 0), setup.train.group_by_length
+        )
         self.steps = local_steps(setup.train, len(pooled["labels"]))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer_factory(setup.train)(self.params)

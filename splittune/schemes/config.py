@@ -18,6 +18,9 @@ class TrainConfig(Strict):
     local_epochs: float = Field(1.0, gt=0, description="passes over local data per round (sets K)")
     local_steps: int | None = Field(None, ge=1, description="K, local steps per round; overrides local_epochs")
     batch_size: int = Field(16, ge=1, description="mini-batch size B")
+    group_by_length: bool = Field(
+        True, description="text: batch examples of similar length (less padding, same data per epoch)"
+    )
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0, description="learning rate (both sides)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Table II)")

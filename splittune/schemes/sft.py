@@ -60,7 +60,9 @@ class SFT:
         flops = (FlopMeter(), FlopMeter())
         self.devices = [
             DeviceWorker(
-                n, device_stage, shuffled_batches(data, setup.train.batch_size, seed=derive_seed(setup.seed, n)),
+                n, device_stage, shuffled_batches(
+                    data, setup.train.batch_size, derive_seed(setup.seed, n), setup.train.group_by_length
+                ),
                 len(data["labels"]), make_opt, up, down, self.transport, adapters, flops, seed=setup.seed,
             )
             for n, data in enumerate(setup.device_data)
