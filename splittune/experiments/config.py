@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from splittune.data import DataConfig
 from splittune.models.lora import LoraSettings
@@ -24,7 +24,7 @@ from splittune.schemes.config import CodecPair, Strict, TrainConfig
 
 class ModelConfig(Strict):
     name: str = Field("minilm", description="minilm | tiny-{bert,gpt2,llama,qwen2,gemma3,vit} | HF name or local path")
-    max_length: int = Field(64, ge=4, description="tokens per text example (longer ones are truncated)")
+    max_length: int = Field(32, ge=4, description="tokens per text example (longer ones are truncated)")
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
 
@@ -67,6 +67,14 @@ class RunConfig(Strict):
         if v not in SCHEMES:
             raise ValueError(f"unknown scheme {v!r}; choose one of {', '.join(SCHEMES)}")
         return v
+
+    @model_validator(mode="after")
+    def _scheme_lr(self) -> "RunConfig":
+        # An lr the user did not set is the scheme's own: FedAvg averages N devices' updates, which
+        # tolerates a larger step than one model on all the data (central diverges at sft's 0.1).
+        if "lr" not in self.train.model_fields_set:
+            self.train = self.train.model_copy(update={"lr": SCHEMES[self.scheme].default_lr})
+        return self
 
 
 class ConfigError(ValueError):

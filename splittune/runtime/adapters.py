@@ -17,25 +17,34 @@ from splittune.models.split import Stage
 
 
 def adapter_slots(stage: Stage, adapter: str) -> dict[str, nn.Parameter]:
+    """The adapter's parameters on `stage` by slot name. Walking a multi-adapter model is slow: callers
+    that move an adapter every round keep this dict (the tensors stay the same, optimizers hold them too)."""
     tag = f".{adapter}."
     return {name.replace(tag, ".", 1): p for name, p in stage.named_parameters() if tag in name}
 
 
-def adapter_state(stage: Stage, adapter: str) -> dict[str, torch.Tensor]:
-    return {k: p.detach().clone() for k, p in adapter_slots(stage, adapter).items()}
+def copy_slots(slots: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
+    return {k: p.detach().clone() for k, p in slots.items()}
 
 
 @torch.no_grad()
-def load_adapter_state(stage: Stage, adapter: str, state: dict[str, torch.Tensor]) -> None:
-    """Copy `state` into the adapter's own tensors (in place: optimizers keep pointing at them)."""
-    slots = adapter_slots(stage, adapter)
+def load_slots(slots: dict[str, nn.Parameter], state: dict[str, torch.Tensor], where: str = "the stage") -> None:
+    """Copy `state` into the slots' own tensors (in place: optimizers keep pointing at them)."""
     if state.keys() != slots.keys():
         missing, extra = sorted(slots.keys() - state.keys()), sorted(state.keys() - slots.keys())
-        raise ValueError(f"adapter state does not match stage {stage}: missing {missing[:3]}, unexpected {extra[:3]}")
+        raise ValueError(f"adapter state does not match {where}: missing {missing[:3]}, unexpected {extra[:3]}")
     for key, p in slots.items():
         if state[key].shape != p.shape:
             raise ValueError(f"adapter slot {key}: shape {tuple(state[key].shape)} != {tuple(p.shape)}")
         p.copy_(state[key])
+
+
+def adapter_state(stage: Stage, adapter: str) -> dict[str, torch.Tensor]:
+    return copy_slots(adapter_slots(stage, adapter))
+
+
+def load_adapter_state(stage: Stage, adapter: str, state: dict[str, torch.Tensor]) -> None:
+    load_slots(adapter_slots(stage, adapter), state, f"stage {stage}")
 
 
 def fedavg(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:

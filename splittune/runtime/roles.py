@@ -21,7 +21,7 @@ from splittune.codec import Codec
 from splittune.models.split import Activations, Stage
 from splittune.network.memory import SavedTensorMeter
 from splittune.network.trace import StepWork
-from splittune.runtime.adapters import adapter_slots, adapter_state, fedavg, load_adapter_state
+from splittune.runtime.adapters import adapter_slots, copy_slots, fedavg, load_slots
 from splittune.runtime.batches import derive_seed
 from splittune.runtime.messages import (
     Message,
@@ -68,7 +68,8 @@ class DeviceWorker:
         self.index, self.stage, self.batches, self.num_samples = index, stage, batches, num_samples
         self.adapter = f"dev{index}"
         self.up, self.down, self.transport, self.seed = up, down, transport, seed
-        self.params = list(adapter_slots(stage, self.adapter).values())
+        self.slots = adapter_slots(stage, self.adapter)
+        self.params = list(self.slots.values())
         self.optimizer = make_optimizer(self.params)
         self.own = own_parameters(stage, self.adapter, all_adapters)
         self.fwd_flops, self.bwd_flops = flops  # shared by devices with the same stage
@@ -79,12 +80,13 @@ class DeviceWorker:
         """Load the global device-side adapter from the server; returns the reply's size."""
         request = Message(MessageKind.ACK, device=self.index).encode()
         reply = self.transport.call("download_adapter", request)
-        load_adapter_state(self.stage, self.adapter, decode_state_dict(decode(reply, expect=MessageKind.ADAPTER).section("state")))
+        state = decode_state_dict(decode(reply, expect=MessageKind.ADAPTER).section("state"))
+        load_slots(self.slots, state, f"device {self.index}'s adapter")
         return len(reply)
 
     def upload_adapter(self) -> int:
         msg = Message(MessageKind.ADAPTER, device=self.index, meta={"num_samples": self.num_samples})
-        msg.sections["state"] = encode_state_dict(adapter_state(self.stage, self.adapter))
+        msg.sections["state"] = encode_state_dict(copy_slots(self.slots))
         request = msg.encode()
         decode(self.transport.call("upload_adapter", request), expect=MessageKind.ACK)
         return len(request)
@@ -151,13 +153,16 @@ class ServerWorker:
         self.stage, self.device_stage, self.devices = stage, device_stage, devices
         self.up, self.down, self.hidden_size = up, down, hidden_size
         self.max_message_bytes, self.seed = max_message_bytes, seed
-        self.params = {n: list(adapter_slots(stage, f"dev{n}").values()) for n in devices}
+        self.slots = {n: adapter_slots(stage, f"dev{n}") for n in devices}
+        self.global_slots = adapter_slots(stage, GLOBAL)
+        self.device_global_slots = adapter_slots(device_stage, GLOBAL)
+        self.params = {n: list(self.slots[n].values()) for n in devices}
         self.optimizers = {n: make_optimizer(self.params[n]) for n in devices}
         self.own = list(stage.parameters())  # one base and every device's adapter
         self.flops = FlopMeter()
         self.memory = PeakMemory()
         self._uploads: dict[int, tuple[float, dict[str, torch.Tensor]]] = {}
-        self._global_device_state = adapter_state(device_stage, GLOBAL)
+        self._global_device_state = copy_slots(self.device_global_slots)
 
     def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
         return {
@@ -211,7 +216,7 @@ class ServerWorker:
         msg = decode(request, expect=MessageKind.ADAPTER, max_bytes=self.max_message_bytes)
         n = self._device(msg)
         state = decode_state_dict(msg.section("state"))
-        expected = adapter_slots(self.device_stage, GLOBAL)
+        expected = self.device_global_slots
         if state.keys() != expected.keys() or any(state[k].shape != expected[k].shape for k in state):
             raise MessageError(f"device {n} uploaded an adapter that does not match the device-side model")
         self._uploads[n] = (float(msg.meta.get("num_samples", 0)), state)
@@ -225,9 +230,9 @@ class ServerWorker:
 
     def start_round(self) -> None:
         """Every server-side device adapter starts the round from the global server-side adapter."""
-        state = adapter_state(self.stage, GLOBAL)
+        state = copy_slots(self.global_slots)
         for n in self.devices:
-            load_adapter_state(self.stage, f"dev{n}", state)
+            load_slots(self.slots[n], state)
 
     def aggregate(self) -> None:
         """FedAvg weighted by local data size (eqs. 7-8), into the global adapter on both sides."""
@@ -236,7 +241,7 @@ class ServerWorker:
             raise RuntimeError(f"devices {missing} did not upload their adapters this round")
         weights = [self._uploads[n][0] for n in self.devices]
         self._global_device_state = fedavg([self._uploads[n][1] for n in self.devices], weights)
-        load_adapter_state(self.device_stage, GLOBAL, self._global_device_state)
-        server_states = [adapter_state(self.stage, f"dev{n}") for n in self.devices]
-        load_adapter_state(self.stage, GLOBAL, fedavg(server_states, weights))
+        load_slots(self.device_global_slots, self._global_device_state)
+        server_states = [copy_slots(self.slots[n]) for n in self.devices]
+        load_slots(self.global_slots, fedavg(server_states, weights))
         self._uploads.clear()

@@ -14,15 +14,17 @@ class Strict(BaseModel):
 
 
 class TrainConfig(Strict):
-    rounds: int = Field(8, ge=1, description="T, training rounds (one FedAvg each)")
-    local_epochs: float = Field(1.0, gt=0, description="passes over local data per round (sets K)")
+    rounds: int = Field(16, ge=1, description="T, training rounds (one FedAvg each)")
+    local_epochs: float = Field(0.5, gt=0, description="passes over local data per round (sets K)")
     local_steps: int | None = Field(None, ge=1, description="K, local steps per round; overrides local_epochs")
-    batch_size: int = Field(16, ge=1, description="mini-batch size B")
+    batch_size: int = Field(8, ge=1, description="mini-batch size B")
     group_by_length: bool = Field(
         True, description="text: batch examples of similar length (less padding, same data per epoch)"
     )
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0, description="learning rate (both sides)")
+    lr: float = Field(
+        0.1, gt=0, description="learning rate of both sides; in a run config, unset = the scheme's default_lr"
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Table II)")
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(

@@ -39,6 +39,7 @@ def multi_adapter_model(model, lora, n_devices: int, seed: int):
 
 class SFT:
     name = "sft"
+    default_lr = 0.1  # tuned on the default task (README: "The default task")
 
     def __init__(self, setup: Setup, transport: Transport | None = None):
         self.setup = setup

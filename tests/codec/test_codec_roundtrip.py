@@ -119,6 +119,20 @@ def test_sparse_codecs_compress_and_ans_beats_raw_indices():
     assert size["topk"] < bitmap - x.numel() / 8 * 0.5
 
 
+@settings(max_examples=60, deadline=None)
+@given(numel=st.integers(1, 3000), rho=st.sampled_from([0.05, 0.1, 0.5, 1.0]), levels=st.sampled_from([2, 4, 16, 256]))
+def test_a_lossless_stage_never_costs_more_than_its_mode_byte(numel, rho, levels):
+    """Small messages (short batches) fall back to bit-packed indices instead of paying for a histogram."""
+    x = torch.randn(numel)
+    plain = len(build_codec(CodecConfig(kind="topk+sq", rho=rho, levels=levels)).encode(x, seed=1))
+    for kind in ("topk+sq+ans", "topk+sq+zstd"):
+        codec = build_codec(CodecConfig(kind=kind, rho=rho, levels=levels))
+        data = codec.encode(x, seed=1)
+        assert len(data) <= plain + 1
+        assert torch.equal(codec.decode(data), build_codec(CodecConfig(kind="topk+sq", rho=rho, levels=levels))
+                           .decode(build_codec(CodecConfig(kind="topk+sq", rho=rho, levels=levels)).encode(x, seed=1)))
+
+
 def test_empty_and_scalar_tensors():
     for kind in KINDS:
         codec = build_codec(CodecConfig(kind=kind, rho=0.5, per_token=True))

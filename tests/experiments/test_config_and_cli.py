@@ -100,3 +100,20 @@ def test_tiny_run_writes_the_run_folder(tmp_path):
     loaded = PeftModel.from_pretrained(setup.model, str(run / "adapter" / "global"))
     accuracy, loss = evaluate(loaded, setup.test_data, 64)
     assert accuracy == pytest.approx(summary["final_accuracy"]) and loss == pytest.approx(summary["final_loss"], rel=1e-5)
+
+
+def test_configs_default_yaml_is_the_embedded_default():
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "configs" / "default.yaml"
+    assert path.read_text().startswith("# splittune run configs/default.yaml\n")
+    assert load_config(path) == load_config()
+    assert load_config(path, ["scheme=central"]) == load_config(None, ["scheme=central"])
+
+
+def test_unset_lr_is_the_schemes_own_and_a_set_one_is_kept():
+    from splittune.schemes import SCHEMES
+
+    for scheme, cls in SCHEMES.items():
+        assert load_config(None, [f"scheme={scheme}"]).train.lr == cls.default_lr
+        assert load_config(None, [f"scheme={scheme}", "train.lr=0.2"]).train.lr == 0.2
