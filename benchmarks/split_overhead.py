@@ -1,6 +1,6 @@
 """Step time of split training (sft, one device, in-process transport, no compression) vs plain PEFT.
 
-    .venv/bin/python benchmarks/split_overhead.py [--steps 40] [--batch 16] [--model minilm]
+    .venv/bin/python benchmarks/split_overhead.py [--steps 40] [--batch 8] [--max-length 32] [--model minilm]
 
 Both train the same model (all-MiniLM-L6-v2 + LoRA r=16, cut after block 3) on the same batches.
 Steps alternate between the two so that both see the same machine load; the ratio of median step
@@ -29,7 +29,8 @@ from splittune.schemes.config import CodecPair, TrainConfig
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40, help="timed steps per variant")
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8, help="batch size (the default run's)")
+    parser.add_argument("--max-length", type=int, default=32, help="tokens per example (the default run's)")
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--cut", type=int, default=3)
     args = parser.parse_args()
@@ -37,8 +38,8 @@ def main() -> None:
     data = load_data(DataConfig(name="chatterbot"))
     train = TrainConfig(batch_size=args.batch, local_steps=args.steps)
     base, tok = load_model(args.model, num_labels=data.num_labels, seed=0)
-    tensors = tensorize(data.train_x, data.train_y, tok, 64)
-    batches = [b for _, b in zip(range(args.steps), shuffled_batches(tensors, args.batch, seed=0))]
+    tensors = tensorize(data.train_x, data.train_y, tok, args.max_length)
+    batches = [b for _, b in zip(range(args.steps), shuffled_batches(tensors, args.batch, 0, True))]
 
     plain = attach_lora(load_model(args.model, num_labels=data.num_labels, seed=0)[0], LoraSettings())
     plain.train()
@@ -76,7 +77,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}, batch {args.batch}, "
-          f"cut {args.cut}, {args.steps} steps each")
+          f"{args.max_length} tokens, cut {args.cut}, {args.steps} steps each")
     print(f"median step time  unsplit (PEFT): {med['unsplit'] * 1e3:8.1f} ms")
     print(f"median step time  split (sft):    {med['split'] * 1e3:8.1f} ms")
     print(f"ratio split/unsplit: {med['split'] / med['unsplit']:.3f}   (target <= 1.05)")
