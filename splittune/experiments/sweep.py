@@ -5,8 +5,11 @@ every (rho, E) with the lossless stage on (`topk+sq+ans`, or `+zstd`) and, at th
 off (`topk+sq`, level indices bit-packed). Lossless coding does not change what the receiver decodes,
 so on/off must give the same accuracy for the same seed; the sweep checks it and reports both ratios.
 
-The accuracy model is fitted to RELATIVE accuracy, A = final test accuracy / final test accuracy of
-the `none` run (1.0 = no loss), the unit of `planning.accuracy_min` and of the shipped default.
+A point's accuracy is its TAIL accuracy: the mean test accuracy over the last quarter of its rounds.
+On a test set of a few hundred examples one round's accuracy moves by a few points from round to
+round, which would drown the codec's effect; final and best accuracy are reported beside it. The
+accuracy model is fitted to RELATIVE accuracy, A = tail accuracy / that of the `none` run (1.0 = no
+loss), the unit of `planning.accuracy_min` and of the shipped default.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from splittune.planning.accuracy import POWERS, TERMS, AccuracyModel
 DIRECTIONS = ("up", "down", "both")
 LOSSLESS = ("ans", "zstd")
 DEFAULT_MODEL_PATH = Path(splittune.planning.__file__).parent / "data" / "accuracy_default.json"
-FIELDS = ("codec", "rho", "levels", "lossless", "final_accuracy", "best_accuracy", "delta_accuracy",
+TAIL = 0.25  # share of the last rounds whose test accuracy is averaged
+FIELDS = ("codec", "rho", "levels", "lossless", "final_accuracy", "best_accuracy", "tail_accuracy", "delta_accuracy",
           "relative_accuracy", "compression_up", "compression_down", "bytes_total", "wall_s", "run")
 
 
@@ -139,13 +143,20 @@ def check_base(cfg: RunConfig, direction: str) -> None:
         raise SweepError("planning.compression: auto would replace the swept codec; use fixed")
 
 
+def tail_accuracy(run_dir: Path) -> float:
+    """Mean test accuracy over the last TAIL share of a run's rounds (at least one)."""
+    acc = [json.loads(line)["accuracy"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return float(np.mean(acc[-max(1, round(len(acc) * TAIL)):]))
+
+
 def row(point: Point, summary: dict, none: dict | None, out: Path) -> dict:
-    acc = summary["final_accuracy"]
-    base = none["final_accuracy"] if none else acc
+    acc = tail_accuracy(Path(summary["run_dir"]))
+    base = none["tail_accuracy"] if none else acc
     return {
         "codec": point.kind, "rho": point.rho, "levels": point.levels,
         "lossless": "-" if point.rho is None else (point.lossless or "off"),
-        "final_accuracy": acc, "best_accuracy": summary["best_accuracy"],
+        "final_accuracy": summary["final_accuracy"], "best_accuracy": summary["best_accuracy"],
+        "tail_accuracy": acc,
         "delta_accuracy": acc - base, "relative_accuracy": acc / base if base else float("nan"),
         "compression_up": summary["compression_up"], "compression_down": summary["compression_down"],
         "bytes_total": summary["bytes_up_total"] + summary["bytes_down_total"],
@@ -217,7 +228,7 @@ def fit(rows: list[dict], source: str) -> AccuracyModel:
 
 
 def best_within(rows: list[dict], direction: str, max_loss: float) -> dict | None:
-    """The highest-ratio compressed row whose final accuracy is at most `max_loss` below `none`."""
+    """The highest-ratio compressed row whose tail accuracy is at most `max_loss` below `none`'s."""
     ok = [r for r in rows if r["rho"] is not None and r["delta_accuracy"] >= -max_loss - 1e-12]
     return max(ok, key=lambda r: swept_ratio(r, direction), default=None)
 
@@ -228,13 +239,14 @@ def _fmt(value, spec: str) -> str:
 
 def table_cells(r: dict) -> list[str]:
     return [r["codec"], _fmt(r["rho"], "g"), _fmt(r["levels"], "d"), r["lossless"],
-            f"{r['final_accuracy']:.4f}", f"{r['best_accuracy']:.4f}", f"{r['delta_accuracy']:+.4f}",
+            f"{r['final_accuracy']:.4f}", f"{r['best_accuracy']:.4f}", f"{r['tail_accuracy']:.4f}",
+            f"{r['delta_accuracy']:+.4f}",
             _fmt(r["compression_up"], ".1f") + "x", _fmt(r["compression_down"], ".1f") + "x",
             human_bytes(r["bytes_total"])]
 
 
-HEADERS = ["codec", "rho", "E", "lossless", "final acc", "best acc", "Δ acc vs none", "ratio up", "ratio down",
-           "total bytes"]
+HEADERS = ["codec", "rho", "E", "lossless", "final acc", "best acc", "tail acc", "Δ tail vs none", "ratio up",
+           "ratio down", "total bytes"]
 
 
 def rich_table(rows: list[dict], title: str) -> Table:
@@ -247,7 +259,7 @@ def rich_table(rows: list[dict], title: str) -> Table:
 
 
 def plot_tradeoff(rows: list[dict], direction: str, max_loss: float, path: Path) -> None:
-    """Fig. 7: final test accuracy against the measured compression ratio of the swept link."""
+    """Fig. 7: tail test accuracy against the measured compression ratio of the swept link."""
     none = rows[0]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for n, e in enumerate(sorted({r["levels"] for r in rows[1:]})):
@@ -258,19 +270,20 @@ def plot_tradeoff(rows: list[dict], direction: str, max_loss: float, path: Path)
             if not pts:
                 continue
             label = f"E={e}" + (" (no lossless stage)" if off else f" (+{pts[0]['lossless']})")
-            ax.plot([swept_ratio(r, direction) for r in pts], [r["final_accuracy"] for r in pts],
+            ax.plot([swept_ratio(r, direction) for r in pts], [r["tail_accuracy"] for r in pts],
                     label=label, color=f"C{n}", **style)
             for r in pts if not off else ():
-                ax.annotate(f"ρ={r['rho']:g}", (swept_ratio(r, direction), r["final_accuracy"]), fontsize=7,
+                ax.annotate(f"ρ={r['rho']:g}", (swept_ratio(r, direction), r["tail_accuracy"]), fontsize=7,
                             textcoords="offset points", xytext=(3, 4), color=f"C{n}")
-    ax.scatter([swept_ratio(none, direction)], [none["final_accuracy"]], marker="*", s=140, color="black",
+    ax.scatter([swept_ratio(none, direction)], [none["tail_accuracy"]], marker="*", s=140, color="black",
                zorder=5, label="none (uncompressed)")
-    ax.axhline(none["final_accuracy"], color="black", lw=0.8, ls="--")
-    ax.axhline(none["final_accuracy"] - max_loss, color="grey", lw=0.8, ls=":",
+    ax.axhline(none["tail_accuracy"], color="black", lw=0.8, ls="--")
+    ax.axhline(none["tail_accuracy"] - max_loss, color="grey", lw=0.8, ls=":",
                label=f"none − {max_loss:g} (absolute)")
     ax.set_xscale("log")
     link = {"up": "uplink activations", "down": "downlink gradients", "both": "uplink; downlink same codec"}[direction]
-    ax.set(xlabel=f"measured compression ratio ({link})", ylabel="final test accuracy",
+    ax.set(xlabel=f"measured compression ratio ({link})",
+           ylabel=f"test accuracy, mean of the last {TAIL:.0%} of rounds",
            title="Compression vs accuracy")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
@@ -306,15 +319,15 @@ def markdown(rows: list[dict], model: AccuracyModel, cfg: RunConfig, command: st
         f"Task: {cfg.model.name}, {cfg.data.name}, scheme {cfg.scheme}, {cfg.devices} devices, cut {cfg.split.cut}, "
         f"{cfg.train.rounds} rounds, seed {cfg.seed}; compressed link: {direction}. Test set: {test_size} examples "
         f"(one example = {100 / test_size:.2f}% accuracy); one seed per point.", "",
-        "| " + " | ".join(HEADERS) + " |", "|---|---:|---:|---|" + "---:|" * 6,
+        "| " + " | ".join(HEADERS) + " |", "|---|---:|---:|---|" + "---:|" * (len(HEADERS) - 4),
         *["| " + " | ".join(table_cells(r)) + " |" for r in rows], "",
         "Ratios are raw fp32 bytes of the cut tensors / encoded bytes (headers included), over the whole run. "
-        "Δ acc is the final test accuracy minus that of `none` (absolute). Per-point run folders are listed in "
-        "`sweep.csv`.", "",
+        f"Tail acc is the mean test accuracy over the last {TAIL:.0%} of the rounds; Δ tail is it minus that of "
+        "`none` (absolute). Per-point run folders are listed in `sweep.csv`.", "",
         "![accuracy vs compression ratio](tradeoff.png)", "",
         "## Findings", "", *[f"- {n}" for n in notes], "",
         "## Accuracy model A(ρ, E)", "",
-        f"Fitted to relative accuracy (final accuracy / {none['final_accuracy']:.4f} of `none`); "
+        f"Fitted to relative accuracy (tail accuracy / {none['tail_accuracy']:.4f} of `none`); "
         f"MSE on the fit points {model.mse():.3e}. Coefficients (`accuracy_model.json`):", "",
         "| term | coefficient |", "|---|---:|", *[f"| {t} | {c:.6g} |" for t, c in zip(TERMS, model.coef)], "",
         "![fit](fit.png)", "",
@@ -332,9 +345,9 @@ def findings(rows: list[dict], direction: str, max_loss: float) -> list[str]:
                      f"{on['lossless']}, {swept_ratio(off, direction):.1f}x without.")
     best = best_within(rows, direction, max_loss)
     if best is None:
-        notes.append(f"No compressed point stays within {max_loss:g} absolute accuracy of `none`.")
+        notes.append(f"No compressed point's tail accuracy stays within {max_loss:g} of `none`'s.")
     else:
-        notes.append(f"Highest ratio within {max_loss:g} absolute accuracy loss: "
+        notes.append(f"Highest ratio within {max_loss:g} absolute loss of tail accuracy: "
                      f"{swept_ratio(best, direction):.1f}x ({best['codec']}, ρ={best['rho']:g}, E={best['levels']}, "
                      f"Δ acc {best['delta_accuracy']:+.4f}).")
     return notes
@@ -368,8 +381,8 @@ def sweep_codec(base: RunConfig, points: list[Point], direction: str, out: Path,
     stamp = f"{datetime.now(timezone.utc):%Y-%m-%d}"
     model = fit(rows, f"measured by `{command}` on {stamp}: {base.model.name} on {base.data.name}, "
                       f"{base.scheme}, {base.devices} devices, cut {base.split.cut}, {base.train.rounds} rounds, "
-                      f"{direction} link compressed; A = final test accuracy / that of the uncompressed run "
-                      f"({rows[0]['final_accuracy']:.4f})")
+                      f"{direction} link compressed; A = tail test accuracy (mean of the last {TAIL:.0%} of "
+                      f"rounds) / that of the uncompressed run ({rows[0]['tail_accuracy']:.4f})")
     model.save(out / "accuracy_model.json")
     notes = findings(rows, direction, max_loss)
     plot_tradeoff(rows, direction, max_loss, out / "tradeoff.png")

@@ -37,3 +37,11 @@ def test_full_default_beats_the_majority_class(tmp_path):
     per_label = [sum(device[i] for device in part["label_counts"]) for i in range(len(part["label_names"]))]
     majority = max(per_label) / part["n_samples"]  # always guessing the largest topic (trivia)
     assert summary["final_accuracy"] > majority + 0.2
+
+
+@pytest.mark.slow
+def test_default_sft_reaches_95_percent_of_central(tmp_path):
+    """Issue 3's bar: the embedded default vs `central` with the same data and epoch count (~5 min)."""
+    _, sft = _run(tmp_path / "sft")
+    _, central = _run(tmp_path / "central", "scheme=central")
+    assert sft["final_accuracy"] >= 0.95 * central["final_accuracy"], (sft["final_accuracy"], central["final_accuracy"])

@@ -49,7 +49,8 @@ def test_writes_table_plots_fit_and_one_run_folder_per_point(swept):
         assert _num(r, "final_accuracy") == summary["final_accuracy"]
         assert _num(r, "compression_up") == pytest.approx(summary["compression_up"])
         assert int(r["bytes_total"]) == summary["bytes_up_total"] + summary["bytes_down_total"]
-        assert _num(r, "delta_accuracy") == pytest.approx(_num(r, "final_accuracy") - _num(rows[0], "final_accuracy"))
+        assert _num(r, "tail_accuracy") == sweep.tail_accuracy(out / r["run"])
+        assert _num(r, "delta_accuracy") == pytest.approx(_num(r, "tail_accuracy") - _num(rows[0], "tail_accuracy"))
         assert f"{_num(r, 'compression_up'):.1f}x" in md and f"{_num(r, 'compression_up'):.1f}x" in output
     assert "codec sweep" in output and "MSE" in output
 
@@ -78,9 +79,9 @@ def test_fit_is_relative_to_none_and_saved_as_default(swept):
     out, rows, _, default = swept
     model = AccuracyModel.load(out / "accuracy_model.json")
     assert "relative to the uncompressed run" in model.target and "sweep codec" in model.source
-    base = _num(rows[0], "final_accuracy")
+    base = _num(rows[0], "tail_accuracy")
     for r in rows[1:]:
-        assert _num(r, "relative_accuracy") == pytest.approx(_num(r, "final_accuracy") / base)
+        assert _num(r, "relative_accuracy") == pytest.approx(_num(r, "tail_accuracy") / base)
     measured = {(_num(r, "rho"), _num(r, "levels")): _num(r, "relative_accuracy") for r in rows[1:]}
     assert {(r, e): a for r, e, a in zip(*(model.points[k] for k in ("rho", "levels", "acc")))} == measured
     saved = json.loads((out / "accuracy_model.json").read_text())
@@ -104,6 +105,12 @@ def test_resume_reuses_finished_points_of_the_same_config(swept):
     drop = ("wall_s",)
     assert [{k: v for k, v in r.items() if k not in drop} for r in again] == \
         [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def test_tail_accuracy_is_the_mean_of_the_last_quarter_of_rounds(tmp_path):
+    for accs, tail in (([0.1] * 6 + [0.5, 0.7], 0.6), ([0.2, 0.9], 0.9), ([0.3] * 12 + [0.4, 0.5, 0.6, 0.7], 0.55)):
+        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"accuracy": a}) + "\n" for a in accs))
+        assert sweep.tail_accuracy(tmp_path) == pytest.approx(tail)
 
 
 def _rows(rho, levels, acc):
