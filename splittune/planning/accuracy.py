@@ -62,6 +62,21 @@ class AccuracyModel:
         out = _features(rho, levels) @ self.coef
         return float(out) if np.ndim(out) == 0 else out
 
+    def restrict(self, rho_range: tuple[float, float], levels) -> tuple[tuple[float, float], tuple[int, ...]]:
+        """The part of a (rho, E) search space inside the fit data's range. Outside it the cubic
+        extrapolates: below the smallest measured rho it would promise accuracy nobody measured."""
+        if not self.points:
+            return tuple(rho_range), tuple(levels)
+        rho, lv = np.asarray(self.points["rho"]), np.asarray(self.points["levels"])
+        lo, hi = max(rho_range[0], rho.min()), min(rho_range[1], rho.max())
+        inside = tuple(e for e in levels if lv.min() <= e <= lv.max())
+        if lo > hi or not inside:
+            raise ValueError(f"the accuracy model was fitted on rho in [{rho.min():g}, {rho.max():g}] and E in "
+                             f"[{lv.min():g}, {lv.max():g}]; the search space rho in [{rho_range[0]:g}, "
+                             f"{rho_range[1]:g}], E in {list(levels)} does not overlap it "
+                             "(planning.rho_min/rho_max/levels)")
+        return (float(lo), float(hi)), inside
+
     def mse(self, rho=None, levels=None, acc=None) -> float:
         """Mean squared error on the given points, or on the fit data when none are given."""
         if rho is None:

@@ -23,7 +23,8 @@ def test_default_states_its_source_and_fits_its_points():
     model = AccuracyModel.default()
     assert "NOT MEASURED" in model.source or "sweep" in model.source
     assert model.mse() < 1e-3
-    assert model(1.0, 16) > model(0.05, 2)
+    rho, levels = np.asarray(model.points["rho"]), np.asarray(model.points["levels"])
+    assert model(rho.max(), levels.max()) > model(rho.min(), levels.min())  # inside the data, not extrapolated
 
 
 def test_fit_rejects_too_few_points_and_bad_ranges():
@@ -33,3 +34,15 @@ def test_fit_rejects_too_few_points_and_bad_ranges():
         AccuracyModel.fit(np.linspace(0.1, 1.5, 12), np.arange(2, 14), np.ones(12))
     with pytest.raises(ValueError, match="coef"):
         AccuracyModel(np.ones(3))
+
+
+def test_restrict_keeps_the_search_inside_the_fit_data():
+    rho, levels = (g.ravel() for g in np.meshgrid([0.05, 0.1, 0.2, 0.5], [4.0, 8.0, 16.0]))
+    model = AccuracyModel.fit(rho, levels, 1 - 0.004 / rho - 0.08 / levels**2)
+    assert model.restrict((0.01, 1.0), [2, 4, 8, 16, 32]) == ((0.05, 0.5), (4, 8, 16))
+    assert model.restrict((0.1, 0.3), [8]) == ((0.1, 0.3), (8,))
+    with pytest.raises(ValueError, match="fitted on rho in"):
+        model.restrict((0.6, 1.0), [8])
+    with pytest.raises(ValueError, match="planning.rho_min"):
+        model.restrict((0.01, 1.0), [2])
+    assert AccuracyModel(model.coef).restrict((0.01, 1.0), [2]) == ((0.01, 1.0), (2,))  # no points: no limits

@@ -4,7 +4,9 @@ import pytest
 from splittune.planning.accuracy import AccuracyModel
 from splittune.planning.cut import CutProblem, compression_ratio, solve_cut
 
-ACC = AccuracyModel.default()
+# A fixed synthetic A(rho, E), increasing in both, so that these tests do not depend on the shipped fit.
+_RHO, _E = (g.ravel() for g in np.meshgrid([0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0], [2.0, 4.0, 8.0, 16.0]))
+ACC = AccuracyModel.fit(_RHO, _E, 1 - 0.004 / _RHO - 0.08 / _E**2, source="synthetic")
 
 
 def random_problem(rng, layers=8):
