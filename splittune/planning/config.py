@@ -39,7 +39,9 @@ class PlanningConfig(BaseModel):
     cut_method: str = Field("lagrangian", description=f"P1 solver: {' | '.join(SOLVERS)}")
     accuracy_min: float = Field(0.98, description="A_th: least accuracy A(rho, E) the compression may keep")
     accuracy_model: Path | None = Field(
-        None, description="JSON written by AccuracyModel.save; None: the shipped (illustrative) default")
+        None,
+        description="JSON written by AccuracyModel.save or `sweep codec`; None: the shipped fit of the default task",
+    )
     rho_min: float = Field(0.01, gt=0, le=1, description="smallest Top-K keep ratio P1 may choose")
     rho_max: float = Field(1.0, gt=0, le=1, description="largest Top-K keep ratio P1 may choose")
     # Level indices are bit-packed in ceil(log2 E) bits, so only powers of two use their bits fully.
