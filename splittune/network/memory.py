@@ -91,7 +91,9 @@ class SavedTensorMeter:
         m.bytes   # activation memory held until backward
 
     Storages seen are held by the meter until the context exits, so a freed storage's address
-    cannot be reused by a new one and be mistaken for a duplicate.
+    cannot be reused by a new one and be mistaken for a duplicate. A meter can be entered again and
+    counts afresh each time: a training loop builds it once, as collecting `exclude` costs more than
+    a small step's hooks.
     """
 
     def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
@@ -115,6 +117,7 @@ class SavedTensorMeter:
         return t
 
     def __enter__(self) -> SavedTensorMeter:
+        self.bytes, self.count = 0, 0
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
         self._hooks.__enter__()
         return self

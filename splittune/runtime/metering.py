@@ -61,7 +61,7 @@ class PeakMemory:
 
 def memory_breakdown(
     *,
-    params: Iterable[torch.nn.Parameter],
+    param_bytes: int,
     trainable: Iterable[torch.nn.Parameter],
     optimizers: Iterable[torch.optim.Optimizer],
     activation_bytes: int,
@@ -71,7 +71,7 @@ def memory_breakdown(
     return MemoryBreakdown(
         input_bytes=input_bytes,
         activation_bytes=activation_bytes,
-        param_bytes=tensor_bytes(params),
+        param_bytes=param_bytes,
         grad_bytes=tensor_bytes(trainable),
         optimizer_bytes=sum(optimizer_state_bytes(o) for o in optimizers),
     )

@@ -44,6 +44,14 @@ def activate(stage: Stage, adapter: str) -> None:
         stage.root.set_adapter(adapter)
 
 
+def seed_dropout(seed: int) -> None:
+    """Seed the generators dropout draws from, so a step's masks do not depend on execution order.
+    (torch.manual_seed does the same but also walks every accelerator backend: 0.15 ms a call.)"""
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed(seed)
+
+
 def own_parameters(stage: Stage, adapter: str, all_adapters: set[str]) -> list[torch.nn.Parameter]:
     """The frozen base plus `adapter`'s parameters: what this side would really hold in memory."""
     others = {f".{a}." for a in all_adapters - {adapter}}
@@ -72,6 +80,7 @@ class DeviceWorker:
         self.params = list(self.slots.values())
         self.optimizer = make_optimizer(self.params)
         self.own = own_parameters(stage, self.adapter, all_adapters)
+        self.param_bytes, self.saved = tensor_bytes(self.own), SavedTensorMeter(exclude=self.own)
         self.fwd_flops, self.bwd_flops = flops  # shared by devices with the same stage
         self.memory = PeakMemory()
         self.tensor_bytes = {"up": [0, 0], "down": [0, 0]}  # [raw fp32 bytes, encoded bytes] of cut tensors
@@ -94,9 +103,9 @@ class DeviceWorker:
     def train_step(self, round_idx: int, step: int) -> tuple[float, StepWork]:
         batch = next(self.batches)
         activate(self.stage, self.adapter)
-        torch.manual_seed(derive_seed(self.seed, self.index, round_idx, step, 0))  # dropout masks
+        seed_dropout(derive_seed(self.seed, self.index, round_idx, step, 0))
         shape_key = tuple(t.shape for t in batch.values())
-        with SavedTensorMeter(exclude=self.own) as saved, self.fwd_flops.measure(shape_key):
+        with self.saved as saved, self.fwd_flops.measure(shape_key):
             acts = self.stage(batch)
         msg = Message(MessageKind.ACTIVATIONS, device=self.index, step=step, meta={"round": round_idx})
         msg.sections["hidden"] = self.up.encode(
@@ -118,7 +127,7 @@ class DeviceWorker:
         with self.bwd_flops.measure(shape_key):
             acts.hidden.backward(grad.to(acts.hidden.dtype))
         self.memory.observe(memory_breakdown(
-            params=self.own, trainable=self.params, optimizers=[self.optimizer],
+            param_bytes=self.param_bytes, trainable=self.params, optimizers=[self.optimizer],
             activation_bytes=saved.bytes, input_bytes=tensor_bytes(batch.values()),
         ))
         self.optimizer.step()
@@ -159,6 +168,7 @@ class ServerWorker:
         self.params = {n: list(self.slots[n].values()) for n in devices}
         self.optimizers = {n: make_optimizer(self.params[n]) for n in devices}
         self.own = list(stage.parameters())  # one base and every device's adapter
+        self.param_bytes, self.saved = tensor_bytes(self.own), SavedTensorMeter(exclude=self.own)
         self.flops = FlopMeter()
         self.memory = PeakMemory()
         self._uploads: dict[int, tuple[float, dict[str, torch.Tensor]]] = {}
@@ -194,12 +204,12 @@ class ServerWorker:
         acts = self._activations(msg)
         round_idx = int(msg.meta.get("round", 0))
         activate(self.stage, f"dev{n}")
-        torch.manual_seed(derive_seed(self.seed, n, round_idx, msg.step, 2))
-        with SavedTensorMeter(exclude=self.own) as saved, self.flops.measure(tuple(acts.hidden.shape)):
+        seed_dropout(derive_seed(self.seed, n, round_idx, msg.step, 2))
+        with self.saved as saved, self.flops.measure(tuple(acts.hidden.shape)):
             out = self.stage(acts)
             out.loss.backward()
         self.memory.observe(memory_breakdown(
-            params=self.own, trainable=self.params[n], optimizers=self.optimizers.values(),
+            param_bytes=self.param_bytes, trainable=self.params[n], optimizers=self.optimizers.values(),
             activation_bytes=saved.bytes, input_bytes=tensor_bytes([acts.hidden, acts.attention_mask, acts.labels]),
         ))
         self.optimizers[n].step()

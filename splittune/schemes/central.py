@@ -32,16 +32,18 @@ class Central:
         self.steps = local_steps(setup.train, len(pooled["labels"]))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer_factory(setup.train)(self.params)
+        self.param_bytes = tensor_bytes(self.model.parameters())
+        self.saved = SavedTensorMeter(exclude=self.model.parameters())
 
     def run_round(self, round_idx: int) -> RoundResult:
         set_lr([self.optimizer], round_lr(self.setup.train, round_idx))
         losses, peak = [], None
         for _ in range(self.steps):
             batch = next(self.batches)
-            with SavedTensorMeter(exclude=self.model.parameters()) as saved:
+            with self.saved as saved:
                 loss = self.model(**batch).loss
             loss.backward()
-            mem = memory_breakdown(params=self.model.parameters(), trainable=self.params, optimizers=[self.optimizer],
+            mem = memory_breakdown(param_bytes=self.param_bytes, trainable=self.params, optimizers=[self.optimizer],
                                    activation_bytes=saved.bytes, input_bytes=tensor_bytes(batch.values()))
             peak = mem if peak is None or mem.total > peak.total else peak
             self.optimizer.step()
