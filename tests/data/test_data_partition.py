@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from rich.table import Table
 
@@ -24,6 +24,9 @@ def balanced_labels(n_classes=10, per_class=60, seed=0):
     seed=st.integers(0, 2**16),
 )
 def test_every_index_used_exactly_once(n, n_classes, n_devices, scheme, seed):
+    # With ~2 samples per device a Dirichlet draw rarely gives every device one; that case is the
+    # clear error of test_dirichlet_gives_up_with_a_clear_error, not a partition.
+    assume(scheme != "dirichlet" or n >= 10 * n_devices)
     labels = np.random.default_rng(seed).integers(0, n_classes, size=n)
     parts = partition(labels, n_devices, scheme, alpha=1.0, seed=seed, shards_per_device=2, min_per_device=1)
     assert len(parts) == n_devices
