@@ -3,7 +3,8 @@
 FLOPs come from `torch.utils.flop_counter.FlopCounterMode` on the real forward and backward.
 Counting every step would slow training, and the count depends only on the input shape, so each
 shape is counted once and cached. Memory follows DESIGN.md: parameters + trainable gradients +
-optimizer state + activations saved for backward (measured by `SavedTensorMeter`) + input batch.
+optimizer state + activations saved for backward (measured by `SavedTensorMeter`, also once per
+shape) + input batch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from splittune.network.memory import MemoryBreakdown, optimizer_state_bytes
+from splittune.network.memory import MemoryBreakdown, SavedTensorMeter, optimizer_state_bytes
 
 
 class FlopMeter:
@@ -38,6 +39,27 @@ class FlopMeter:
         with FlopCounterMode(display=False) as counter:
             yield
         self.last = self._cache[key] = float(counter.get_total_flops())
+
+
+class ActivationMeter:
+    """Bytes autograd saves for backward in one forward, measured by `SavedTensorMeter` the first
+    time an input shape is seen and cached: they depend on the shape only, and the saved-tensor
+    hooks cost about a millisecond a step on small batches."""
+
+    def __init__(self, exclude: Iterable[torch.Tensor]) -> None:
+        self._meter = SavedTensorMeter(exclude=exclude)
+        self._cache: dict[tuple, int] = {}
+        self.last = 0
+
+    @contextmanager
+    def measure(self, key: tuple):
+        if key in self._cache:
+            self.last = self._cache[key]
+            yield
+            return
+        with self._meter:
+            yield
+        self.last = self._cache[key] = self._meter.bytes
 
 
 def tensor_bytes(tensors: Iterable[torch.Tensor | None]) -> int:

@@ -19,7 +19,6 @@ import torch
 
 from splittune.codec import Codec
 from splittune.models.split import Activations, Stage
-from splittune.network.memory import SavedTensorMeter
 from splittune.network.trace import StepWork
 from splittune.runtime.adapters import adapter_slots, copy_slots, fedavg, load_slots
 from splittune.runtime.batches import derive_seed
@@ -31,7 +30,7 @@ from splittune.runtime.messages import (
     decode_state_dict,
     encode_state_dict,
 )
-from splittune.runtime.metering import FlopMeter, PeakMemory, memory_breakdown, tensor_bytes
+from splittune.runtime.metering import ActivationMeter, FlopMeter, PeakMemory, memory_breakdown, tensor_bytes
 from splittune.runtime.transport import Transport
 
 GLOBAL = "global"
@@ -80,7 +79,7 @@ class DeviceWorker:
         self.params = list(self.slots.values())
         self.optimizer = make_optimizer(self.params)
         self.own = own_parameters(stage, self.adapter, all_adapters)
-        self.param_bytes, self.saved = tensor_bytes(self.own), SavedTensorMeter(exclude=self.own)
+        self.param_bytes, self.activations = tensor_bytes(self.own), ActivationMeter(exclude=self.own)
         self.fwd_flops, self.bwd_flops = flops  # shared by devices with the same stage
         self.memory = PeakMemory()
         self.tensor_bytes = {"up": [0, 0], "down": [0, 0]}  # [raw fp32 bytes, encoded bytes] of cut tensors
@@ -105,7 +104,7 @@ class DeviceWorker:
         activate(self.stage, self.adapter)
         seed_dropout(derive_seed(self.seed, self.index, round_idx, step, 0))
         shape_key = tuple(t.shape for t in batch.values())
-        with self.saved as saved, self.fwd_flops.measure(shape_key):
+        with self.activations.measure(shape_key), self.fwd_flops.measure(shape_key):
             acts = self.stage(batch)
         msg = Message(MessageKind.ACTIVATIONS, device=self.index, step=step, meta={"round": round_idx})
         msg.sections["hidden"] = self.up.encode(
@@ -128,7 +127,7 @@ class DeviceWorker:
             acts.hidden.backward(grad.to(acts.hidden.dtype))
         self.memory.observe(memory_breakdown(
             param_bytes=self.param_bytes, trainable=self.params, optimizers=[self.optimizer],
-            activation_bytes=saved.bytes, input_bytes=tensor_bytes(batch.values()),
+            activation_bytes=self.activations.last, input_bytes=tensor_bytes(batch.values()),
         ))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -168,7 +167,7 @@ class ServerWorker:
         self.params = {n: list(self.slots[n].values()) for n in devices}
         self.optimizers = {n: make_optimizer(self.params[n]) for n in devices}
         self.own = list(stage.parameters())  # one base and every device's adapter
-        self.param_bytes, self.saved = tensor_bytes(self.own), SavedTensorMeter(exclude=self.own)
+        self.param_bytes, self.activations = tensor_bytes(self.own), ActivationMeter(exclude=self.own)
         self.flops = FlopMeter()
         self.memory = PeakMemory()
         self._uploads: dict[int, tuple[float, dict[str, torch.Tensor]]] = {}
@@ -205,12 +204,13 @@ class ServerWorker:
         round_idx = int(msg.meta.get("round", 0))
         activate(self.stage, f"dev{n}")
         seed_dropout(derive_seed(self.seed, n, round_idx, msg.step, 2))
-        with self.saved as saved, self.flops.measure(tuple(acts.hidden.shape)):
+        shape_key = tuple(acts.hidden.shape)
+        with self.activations.measure(shape_key), self.flops.measure(shape_key):
             out = self.stage(acts)
             out.loss.backward()
         self.memory.observe(memory_breakdown(
             param_bytes=self.param_bytes, trainable=self.params[n], optimizers=self.optimizers.values(),
-            activation_bytes=saved.bytes, input_bytes=tensor_bytes([acts.hidden, acts.attention_mask, acts.labels]),
+            activation_bytes=self.activations.last, input_bytes=tensor_bytes([acts.hidden, acts.attention_mask, acts.labels]),
         ))
         self.optimizers[n].step()
         self.optimizers[n].zero_grad(set_to_none=True)

@@ -9,9 +9,8 @@ from __future__ import annotations
 import torch
 
 from splittune.models.lora import attach_lora
-from splittune.network.memory import SavedTensorMeter
 from splittune.runtime.batches import derive_seed, shuffled_batches
-from splittune.runtime.metering import memory_breakdown, tensor_bytes
+from splittune.runtime.metering import ActivationMeter, memory_breakdown, tensor_bytes
 from splittune.schemes.base import RoundResult, Setup, evaluate, local_steps, make_optimizer_factory, round_lr, set_lr
 
 
@@ -33,18 +32,18 @@ class Central:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer_factory(setup.train)(self.params)
         self.param_bytes = tensor_bytes(self.model.parameters())
-        self.saved = SavedTensorMeter(exclude=self.model.parameters())
+        self.activations = ActivationMeter(exclude=self.model.parameters())
 
     def run_round(self, round_idx: int) -> RoundResult:
         set_lr([self.optimizer], round_lr(self.setup.train, round_idx))
         losses, peak = [], None
         for _ in range(self.steps):
             batch = next(self.batches)
-            with self.saved as saved:
+            with self.activations.measure(tuple(t.shape for t in batch.values())):
                 loss = self.model(**batch).loss
             loss.backward()
             mem = memory_breakdown(param_bytes=self.param_bytes, trainable=self.params, optimizers=[self.optimizer],
-                                   activation_bytes=saved.bytes, input_bytes=tensor_bytes(batch.values()))
+                                   activation_bytes=self.activations.last, input_bytes=tensor_bytes(batch.values()))
             peak = mem if peak is None or mem.total > peak.total else peak
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
