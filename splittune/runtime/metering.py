@@ -9,8 +9,9 @@ shape) + input batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -18,48 +19,44 @@ from torch.utils.flop_counter import FlopCounterMode
 from splittune.network.memory import MemoryBreakdown, SavedTensorMeter, optimizer_state_bytes
 
 
-class FlopMeter:
-    """Counted FLOPs of one kind of work (e.g. 'device forward'), cached per input shape."""
+class ShapeCachedMeter:
+    """A measurement of one kind of work that depends only on the input shape, taken under `counter()`
+    the first time a shape is seen (measuring is slow) and cached; `last` is the latest value."""
 
-    def __init__(self) -> None:
+    def __init__(self, counter: Callable[[], AbstractContextManager], read: Callable[[Any], float]) -> None:
+        self._counter, self._read = counter, read
         self._cache: dict[tuple, float] = {}
         self.last = 0.0
 
     def __len__(self) -> int:
-        """How many distinct shapes have been counted."""
+        """How many distinct shapes have been measured."""
         return len(self._cache)
 
     @contextmanager
     def measure(self, key: tuple):
-        """Run the block under a FLOP counter the first time `key` is seen; set `self.last`."""
         if key in self._cache:
             self.last = self._cache[key]
             yield
             return
-        with FlopCounterMode(display=False) as counter:
+        with self._counter() as counter:
             yield
-        self.last = self._cache[key] = float(counter.get_total_flops())
+        self.last = self._cache[key] = self._read(counter)
 
 
-class ActivationMeter:
-    """Bytes autograd saves for backward in one forward, measured by `SavedTensorMeter` the first
-    time an input shape is seen and cached: they depend on the shape only, and the saved-tensor
-    hooks cost about a millisecond a step on small batches."""
+class FlopMeter(ShapeCachedMeter):
+    """Counted FLOPs of one kind of work (e.g. 'device forward')."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: FlopCounterMode(display=False), lambda c: float(c.get_total_flops()))
+
+
+class ActivationMeter(ShapeCachedMeter):
+    """Bytes autograd saves for backward in one forward (`SavedTensorMeter`); the saved-tensor hooks
+    cost about a millisecond a step on small batches, so they too run once per shape."""
 
     def __init__(self, exclude: Iterable[torch.Tensor]) -> None:
-        self._meter = SavedTensorMeter(exclude=exclude)
-        self._cache: dict[tuple, int] = {}
-        self.last = 0
-
-    @contextmanager
-    def measure(self, key: tuple):
-        if key in self._cache:
-            self.last = self._cache[key]
-            yield
-            return
-        with self._meter:
-            yield
-        self.last = self._cache[key] = self._meter.bytes
+        meter = SavedTensorMeter(exclude=exclude)
+        super().__init__(lambda: meter, lambda m: m.bytes)
 
 
 def tensor_bytes(tensors: Iterable[torch.Tensor | None]) -> int:
