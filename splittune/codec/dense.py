@@ -61,11 +61,16 @@ def _decode_int8(payload: memoryview, frame: Frame) -> torch.Tensor:
 
 
 def _encode_zstd(x: torch.Tensor, label: str) -> bytes:
-    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(raw_bytes(x))
+    return zstd(raw_bytes(x))
 
 
 def _decode_zstd(payload: memoryview, frame: Frame) -> torch.Tensor:
     return from_raw(unzstd(payload, frame.numel * frame.dtype.itemsize), frame.dtype, frame.numel)
+
+
+def zstd(data: bytes) -> bytes:
+    """A zstd frame (level 3) of ``data``; it declares its content size, as :func:`unzstd` requires."""
+    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(data)
 
 
 def unzstd(payload: bytes | memoryview, size: int) -> bytes:

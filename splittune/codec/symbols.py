@@ -7,21 +7,26 @@
   dominate (most kept magnitudes sit near s_min), which is what the entropy coder exploits (§IV-B).
 - ``zstd`` (``topk+sq+zstd``): zstd (level 3) of the indices as uint8 (E <= 256) or uint16.
 
-A lossless section starts with one mode byte, and falls back to the bit-packed indices (mode 0)
-whenever the entropy coder's output would not be smaller: on short messages the histogram or the
-zstd frame costs more than it saves, and the lossless stage must never make a message larger.
+An ``ans`` or ``zstd`` section starts with one mode byte: an ANS section's is its histogram width in
+bits (1..32), a zstd section's is 1. Either falls back to the bit-packed indices (mode 0) whenever
+the entropy coder's output would not be smaller: on short messages the histogram or the zstd frame
+costs more than it saves, and the lossless stage must never make a message larger.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import constriction
 import numpy as np
-import zstandard
 
 from . import bits
-from .dense import unzstd
+from .dense import unzstd, zstd
 
-_ZSTD_LEVEL = 3
+_RAW, _ZSTD = 0, 1  # mode bytes: the bit-packed indices; a zstd frame
+
+Encode = Callable[[np.ndarray, int], bytes]
+Decode = Callable[[memoryview, int, int], np.ndarray]
 
 
 def _width(levels: int) -> int:
@@ -45,38 +50,42 @@ def decode_raw(buf: memoryview, k: int, levels: int) -> np.ndarray:
     return _checked(bits.from_bits(bits.exact(bits.unpack(buf), k * w), w), k, levels)
 
 
+def _with_raw_fallback(encode: Callable[[np.ndarray, int], tuple[int, bytes]],
+                       decode: Callable[[int, memoryview, int, int], np.ndarray]) -> tuple[Encode, Decode]:
+    """A coder whose section is a mode byte + ``encode``'s body, or mode 0 + the bit-packed indices
+    when the body would not be smaller than those."""
+
+    def enc(index: np.ndarray, levels: int) -> bytes:
+        mode, body = encode(index, levels)
+        if len(body) < (len(index) * _width(levels) + 7) // 8:
+            return bytes([mode]) + body
+        return bytes([_RAW]) + encode_raw(index, levels)
+
+    def dec(buf: memoryview, k: int, levels: int) -> np.ndarray:
+        if len(buf) < 1:
+            raise ValueError("level-index section is empty; it must start with a mode byte")
+        mode, body = buf[0], buf[1:]
+        if mode == _RAW:
+            return decode_raw(body, k, levels)
+        return decode(mode, body, k, levels)
+
+    return enc, dec
+
+
 def _model(counts: np.ndarray):
     return constriction.stream.model.Categorical(counts.astype(np.float64), perfect=False)
 
 
-_RAW = 0  # mode byte of a section that holds the bit-packed indices instead
-
-
-def _or_raw(mode: int, coded: bytes, index: np.ndarray, levels: int) -> bytes:
-    raw = encode_raw(index, levels)
-    return bytes([mode]) + coded if len(coded) < len(raw) else bytes([_RAW]) + raw
-
-
-def _split_mode(buf: memoryview, what: str) -> tuple[int, memoryview]:
-    if len(buf) < 1:
-        raise ValueError(f"{what} section is empty; it must start with a mode byte")
-    return buf[0], buf[1:]
-
-
-def encode_ans(index: np.ndarray, levels: int) -> bytes:
+def encode_ans(index: np.ndarray, levels: int) -> tuple[int, bytes]:
     counts = np.bincount(index, minlength=levels)
     width = max(1, int(counts.max()).bit_length())  # the mode byte: 1..32 bits per count
     coder = constriction.stream.stack.AnsCoder()
     if len(index):
         coder.encode_reverse(index.astype(np.int32), _model(counts))
-    coded = bits.pack(bits.to_bits(counts, width)) + coder.get_compressed().astype("<u4").tobytes()
-    return _or_raw(width, coded, index, levels)
+    return width, bits.pack(bits.to_bits(counts, width)) + coder.get_compressed().astype("<u4").tobytes()
 
 
-def decode_ans(buf: memoryview, k: int, levels: int) -> np.ndarray:
-    width, buf = _split_mode(buf, "ANS")
-    if width == _RAW:
-        return decode_raw(buf, k, levels)
+def decode_ans(width: int, buf: memoryview, k: int, levels: int) -> np.ndarray:
     if width > 32:
         raise ValueError(f"ANS histogram width {width} bits is over 32")
     hist = (levels * width + 7) // 8
@@ -91,22 +100,15 @@ def decode_ans(buf: memoryview, k: int, levels: int) -> np.ndarray:
     return _checked(coder.decode(_model(counts), k).astype(np.int64), k, levels)
 
 
-_ZSTD = 1
-
-
 def _zstd_dtype(levels: int) -> np.dtype:
     return np.dtype(np.uint8 if levels <= 256 else "<u2")
 
 
-def encode_zstd(index: np.ndarray, levels: int) -> bytes:
-    coded = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(index.astype(_zstd_dtype(levels)).tobytes())
-    return _or_raw(_ZSTD, coded, index, levels)
+def encode_zstd(index: np.ndarray, levels: int) -> tuple[int, bytes]:
+    return _ZSTD, zstd(index.astype(_zstd_dtype(levels)).tobytes())
 
 
-def decode_zstd(buf: memoryview, k: int, levels: int) -> np.ndarray:
-    mode, buf = _split_mode(buf, "zstd")
-    if mode == _RAW:
-        return decode_raw(buf, k, levels)
+def decode_zstd(mode: int, buf: memoryview, k: int, levels: int) -> np.ndarray:
     if mode != _ZSTD:
         raise ValueError(f"zstd section has unknown mode byte {mode}")
     dtype = _zstd_dtype(levels)
@@ -117,6 +119,6 @@ def decode_zstd(buf: memoryview, k: int, levels: int) -> np.ndarray:
 # kind -> (encode(index, E) -> bytes, decode(bytes, K, E) -> index)
 CODERS = {
     "topk+sq": (encode_raw, decode_raw),
-    "topk+sq+ans": (encode_ans, decode_ans),
-    "topk+sq+zstd": (encode_zstd, decode_zstd),
+    "topk+sq+ans": _with_raw_fallback(encode_ans, decode_ans),
+    "topk+sq+zstd": _with_raw_fallback(encode_zstd, decode_zstd),
 }

@@ -9,21 +9,42 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from splittune.codec import KINDS, CodecConfig, CodecError, build_codec
-from splittune.codec.wire import pack
+from splittune.codec.wire import header_size, pack
 
+# On the small default tensor the zstd stage falls back to raw indices (mode byte 0); this config's
+# message is large enough that its level indices really are a zstd frame, so the loops below reach
+# the zstd decoder (test_the_zstd_config_takes_the_zstd_path checks that it does).
+ZSTD = CodecConfig(kind="topk+sq+zstd", rho=0.3, levels=16)
 CONFIGS = [CodecConfig(kind=k, rho=0.3, levels=6) for k in KINDS] + [
     CodecConfig(kind="topk+sq+ans", rho=0.05, levels=6, positions="golomb"),
     CodecConfig(kind="topk+sq", rho=0.3, levels=6, per_token=True, positions="bitmap"),
+    ZSTD,
 ]
 IDS = [c.name for c in CONFIGS]
+SHAPES = {ZSTD.name: (4, 50, 30)}
+
+
+def tensor(cfg: CodecConfig) -> torch.Tensor:
+    return torch.randn(*SHAPES.get(cfg.name, (3, 7, 11)), generator=torch.Generator().manual_seed(0))
 
 
 def message(cfg: CodecConfig) -> bytes:
-    return build_codec(cfg).encode(torch.randn(3, 7, 11), seed=2)
+    return build_codec(cfg).encode(tensor(cfg), seed=2)
 
 
 def test_codec_error_is_a_value_error():
     assert issubclass(CodecError, ValueError)
+
+
+def test_the_zstd_config_takes_the_zstd_path():
+    data, x = message(ZSTD), tensor(ZSTD)
+    # Sparse payload (sparse.py): K, Golomb m, method, positions length | positions | s_min, s_max | signs | indices.
+    start = header_size(x.dim())
+    k, _, _, pos_len = struct.unpack_from("<QIBI", data, start)
+    section = start + struct.calcsize("<QIBI") + pos_len + struct.calcsize("<ff") + (k + 7) // 8
+    assert data[section] == 1  # zstd, not the raw fallback (0)
+    plain = CodecConfig(kind="topk+sq", rho=ZSTD.rho, levels=ZSTD.levels)
+    assert torch.equal(build_codec(ZSTD).decode(data), build_codec(plain).decode(build_codec(plain).encode(x, seed=2)))
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)

@@ -13,8 +13,8 @@ QUANTIZED = ["topk+sq", "topk+sq+ans", "topk+sq+zstd"]
 @pytest.mark.parametrize("levels", [2, 5, 16, 300])
 def test_values_lie_on_the_level_grid_and_keep_their_sign(kind, levels):
     x = torch.randn(4, 50, 30) * 2
-    y = build_codec(CodecConfig(kind=kind, rho=0.3, levels=levels)).decode(
-        build_codec(CodecConfig(kind=kind, rho=0.3, levels=levels)).encode(x, seed=3))
+    codec = build_codec(CodecConfig(kind=kind, rho=0.3, levels=levels))
+    y = codec.decode(codec.encode(x, seed=3))
     kept = y != 0
     assert int(kept.sum()) == round(0.3 * x.numel())
     mags = x.abs()[kept].numpy()
