@@ -89,8 +89,8 @@ def run_problem(cfg, num_labels: int, fixed_compression: bool) -> PlanProblem:
         rho, levels = codec_point(cfg.codec.up)
         # The configured codec's accuracy is the user's choice: no A_th constraint on it.
         return plan_problem(world, shape, accuracy, -np.inf, levels=(levels,), rho_range=(rho, rho))
-    rho_range, levels = accuracy.restrict((p.rho_min, p.rho_max), p.levels)
-    return plan_problem(world, shape, accuracy, p.accuracy_min, levels=levels, rho_range=rho_range)
+    return plan_problem(world, shape, accuracy, p.accuracy_min, levels=tuple(p.levels),
+                        rho_range=(p.rho_min, p.rho_max))
 
 
 def solve_p1(cfg, problem: PlanProblem) -> CutDecision:

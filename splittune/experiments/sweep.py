@@ -217,14 +217,9 @@ def fit(rows: list[dict], source: str) -> AccuracyModel:
                "(outside that range the cubic extrapolates)")
     if len(used) == len(TERMS):
         return AccuracyModel.fit(rho, levels, acc, source=source, target=target)
-    x = np.stack([rho**POWERS[t][0] * levels**POWERS[t][1] for t in used], axis=-1)
-    scale = np.abs(x).max(axis=0)  # unit-max columns, as AccuracyModel.fit, for conditioning
-    sol, *_ = np.linalg.lstsq(x / scale, acc, rcond=None)
-    coef = np.zeros(len(TERMS))
-    coef[used] = sol / scale
     fitted = ", ".join(TERMS[t] for t in used)
-    return AccuracyModel(coef, f"{source}; terms fitted (the grid identifies no others): {fitted}", target,
-                         {"rho": rho.tolist(), "levels": levels.tolist(), "acc": acc.tolist()})
+    source += f"; terms fitted (the grid identifies no others): {fitted}"
+    return AccuracyModel.fit(rho, levels, acc, source=source, target=target, terms=used)
 
 
 def best_within(rows: list[dict], direction: str, max_loss: float) -> dict | None:

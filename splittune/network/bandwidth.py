@@ -33,6 +33,11 @@ class BandwidthDemand:
     def cap_hz(self) -> float:
         return self.total_hz if self.max_hz is None else min(self.max_hz, self.total_hz)
 
+    @property
+    def usable_hz(self) -> float:
+        """Bandwidth the devices can use together: min(B, N * b_max)."""
+        return min(self.total_hz, self.cap_hz * len(self.fixed_s))
+
     def delays(self, shares_hz: np.ndarray) -> np.ndarray:
         """Per-device delay for a given allocation (inf where a device with load gets nothing)."""
         shares = np.asarray(shares_hz, dtype=float)

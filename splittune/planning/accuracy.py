@@ -14,6 +14,7 @@ The accuracy unit is whatever the fit data used; the shipped default says which 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -43,20 +44,31 @@ class AccuracyModel:
         object.__setattr__(self, "coef", coef)
 
     @classmethod
-    def fit(cls, rho, levels, acc, source: str = "fit", target: str = "accuracy") -> AccuracyModel:
-        """Least-squares cubic through measured (rho, E, accuracy) points."""
+    def fit(cls, rho, levels, acc, source: str = "fit", target: str = "accuracy",
+            terms: Sequence[int] | None = None) -> AccuracyModel:
+        """Least-squares cubic through measured (rho, E, accuracy) points.
+
+        `terms` (indices into TERMS) fits only those columns and leaves the other coefficients 0,
+        for data that cannot identify every term; None fits all of them.
+        """
         rho, levels, acc = (np.ravel(np.asarray(x, dtype=float)) for x in (rho, levels, acc))
+        cols = list(range(len(TERMS))) if terms is None else [int(t) for t in terms]
+        if not cols or len(set(cols)) != len(cols) or not all(0 <= t < len(TERMS) for t in cols):
+            raise ValueError(f"terms must be distinct indices into {TERMS}, got {terms}")
         if not (rho.size == levels.size == acc.size):
             raise ValueError(f"rho, levels and acc need one entry per point, got {rho.size}, {levels.size}, {acc.size}")
-        if len({(r, e) for r, e in zip(rho, levels)}) < len(TERMS):
-            raise ValueError(f"a cubic in (rho, E) needs at least {len(TERMS)} distinct (rho, E) points")
+        if len({(r, e) for r, e in zip(rho, levels)}) < len(cols):
+            what = "a cubic in (rho, E)" if terms is None else f"fitting {len(cols)} terms"
+            raise ValueError(f"{what} needs at least {len(cols)} distinct (rho, E) points")
         if np.any(rho <= 0) or np.any(rho > 1) or np.any(levels < 1):
             raise ValueError("rho must lie in (0, 1] and levels must be >= 1")
-        x = _features(rho, levels)
-        scale = np.abs(x).max(axis=0)
-        coef, *_ = np.linalg.lstsq(x / scale, acc, rcond=None)
+        x = _features(rho, levels)[:, cols]
+        scale = np.abs(x).max(axis=0)  # unit-max columns for conditioning
+        sol, *_ = np.linalg.lstsq(x / scale, acc, rcond=None)
+        coef = np.zeros(len(TERMS))
+        coef[cols] = sol / scale
         points = {"rho": rho.tolist(), "levels": levels.tolist(), "acc": acc.tolist()}
-        return cls(coef / scale, source, target, points)
+        return cls(coef, source, target, points)
 
     def __call__(self, rho, levels):
         out = _features(rho, levels) @ self.coef

@@ -27,8 +27,6 @@ from scipy import optimize
 
 from splittune.network.bandwidth import BandwidthAllocator, BandwidthDemand, EqualAllocator
 
-ALLOCATORS = ("equal", "random", "sqp", "exact")
-
 
 def check_demand(demand: BandwidthDemand) -> tuple[np.ndarray, np.ndarray]:
     """Validated (fixed_s, load_hz_s) as float arrays; raise on anything no bandwidth can fix."""
@@ -68,8 +66,7 @@ class ExactAllocator:
     def allocate(self, demand: BandwidthDemand) -> np.ndarray:
         fixed, load = check_demand(demand)
         tau, need = self._solve(demand, fixed, load)
-        cap = demand.cap_hz
-        total = min(demand.total_hz, cap * fixed.size)
+        cap, total = demand.cap_hz, demand.usable_hz
         return np.minimum(_fill(need, cap - need, total - need.sum()), cap)
 
     @staticmethod
@@ -92,7 +89,6 @@ class ExactAllocator:
         # At tau_hi every needed share is at most load_n * B / sum(load), so the sum is <= B.
         tau_hi = float(f.max()) + float(w.sum()) / budget
         tau = optimize.brentq(excess, tau_cap, tau_hi, xtol=1e-15 * tau_hi, rtol=1e-15)
-        tau = max(tau, float(fixed.max()))
         need[loaded] = w / (tau - f)
         need *= budget / need.sum()  # remove the root's last-ulp slack so sum b = B exactly
         return tau, np.minimum(need, cap)
@@ -108,8 +104,7 @@ class RandomAllocator:
 
     def allocate(self, demand: BandwidthDemand) -> np.ndarray:
         n = len(demand.fixed_s)
-        cap = demand.cap_hz
-        total = min(demand.total_hz, cap * n)
+        cap, total = demand.cap_hz, demand.usable_hz
         shares = np.minimum(self._rng.dirichlet(np.ones(n)) * total, cap)
         # Capping frees bandwidth; hand it back to the devices still below the cap.
         for _ in range(n):
@@ -134,12 +129,10 @@ class SqpAllocator:
 
     def __init__(self, tol: float = 1e-12, maxiter: int = 500) -> None:
         self.tol, self.maxiter = tol, maxiter
-        self.last_result: optimize.OptimizeResult | None = None
 
     def allocate(self, demand: BandwidthDemand) -> np.ndarray:
         fixed, load = check_demand(demand)
-        n, cap = fixed.size, demand.cap_hz
-        total = min(demand.total_hz, cap * n)
+        n, cap, total = fixed.size, demand.cap_hz, demand.usable_hz
         if not (load > 0).any():
             return EqualAllocator().allocate(demand)
         start = load / load.sum() * total
@@ -167,21 +160,23 @@ class SqpAllocator:
             method="SLSQP", bounds=bounds, constraints=cons,
             options={"maxiter": self.maxiter, "ftol": self.tol},
         )
-        self.last_result = res
         shares = np.clip(res.x[:-1], 0.0, 1.0) * cap
         # Enforce sum b = B exactly (the solver meets it only to its tolerance).
         shares *= total / shares.sum()
         return np.minimum(shares, cap)
 
 
+_FACTORIES = {
+    "equal": lambda seed: EqualAllocator(),
+    "random": RandomAllocator,
+    "sqp": lambda seed: SqpAllocator(),
+    "exact": lambda seed: ExactAllocator(),
+}
+ALLOCATORS = tuple(_FACTORIES)
+
+
 def make_allocator(name: str, seed: int = 0) -> BandwidthAllocator:
     """The allocator called `name`: one of 'equal', 'random', 'sqp', 'exact'."""
-    if name == "equal":
-        return EqualAllocator()
-    if name == "random":
-        return RandomAllocator(seed)
-    if name == "sqp":
-        return SqpAllocator()
-    if name == "exact":
-        return ExactAllocator()
-    raise ValueError(f"unknown bandwidth allocator {name!r}; choose one of {', '.join(ALLOCATORS)}")
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown bandwidth allocator {name!r}; choose one of {', '.join(ALLOCATORS)}")
+    return _FACTORIES[name](seed)

@@ -40,6 +40,8 @@ def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel 
                  ) -> PlanProblem:
     """The plan of one round of `world` for a model of `shape` (see module docstring)."""
     accuracy = accuracy or AccuracyModel.default()
+    if np.isfinite(accuracy_min):  # -inf: no accuracy constraint (a fixed codec); keep the given point
+        rho_range, levels = accuracy.restrict(rho_range, levels)
     n = len(world.devices)
     cuts = list(range(1, shape.n_blocks))
     dev_rate = np.array([d.flops_per_s for d in world.devices])
@@ -53,7 +55,7 @@ def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel 
     se_up, se_dn = np.log2(1.0 + state.uplink_snr), np.log2(1.0 + state.downlink_snr)
     total = world.channel.bandwidth_hz
     cap = total if world.channel.max_share_hz is None else min(world.channel.max_share_hz, total)
-    share = min(total / n, cap)
+    share = min(total / n, cap)  # the equal split of round 0
     index = {l: i for i, l in enumerate(cuts)}
 
     def fixed(i):
