@@ -54,10 +54,9 @@ def main() -> None:
                   cut=args.cut, codec=CodecPair(), seed=0)
     sft = SFT(setup)
     device = sft.devices[0]
-    device.batches = iter(batches)
     step_idx = iter(range(10**9))
 
-    def split_step(batch):
+    def split_step(batch):  # the device draws the same `batch` from device.batches, set to `batches` below
         device.train_step(0, next(step_idx))
 
     device.batches = iter(batches)

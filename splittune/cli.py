@@ -40,6 +40,12 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def config_and_overrides(args: list[str] | None) -> tuple[Path | None, list[str]]:
+    """`[CONFIG.yaml] key=value ...`: a first argument without `=` is the config file."""
+    args = list(args or [])
+    return (Path(args[0]), args[1:]) if args and "=" not in args[0] else (None, args)
+
+
 @app.command()
 def run(
     args: Annotated[Optional[list[str]], typer.Argument(help="[CONFIG.yaml] then key=value overrides. " + OVERRIDES_HELP)] = None,
@@ -51,12 +57,8 @@ def run(
     report.md with plots, and the final LoRA adapter (PEFT format) to a run folder."""
     from splittune.experiments.config import dump_config
 
-    args = list(args or [])
-    config_path = None
-    if args and "=" not in args[0]:
-        config_path = Path(args.pop(0))
     try:
-        cfg = load_config(config_path, args)
+        cfg = load_config(*config_and_overrides(args))
     except ConfigError as e:
         _fail(f"invalid configuration\n{e}")
     if show_config:
@@ -181,11 +183,9 @@ def sweep_codec(
     args = list(args or [])
     command = shlex.join(["splittune", "sweep", "codec", *args, f"--rhos={rhos}", f"--levels={levels}",
                           f"--direction={direction}", f"--lossless={lossless}", f"--lossless-off={lossless_off}"])
-    config_path = Path(args.pop(0)) if args and "=" not in args[0] else None
     try:
-        cfg = load_config(config_path, args)
+        cfg = load_config(*config_and_overrides(args))
         points = sweep.grid(rhos, levels, lossless, lossless_off)
-        sweep.check_base(cfg, direction)
         folder = out or Path(cfg.output_dir) / f"sweep-codec-{datetime.now():%Y%m%d-%H%M%S}"
         sweep.sweep_codec(cfg, points, direction, folder, command, max_loss, save_default, resume, console)
     except ConfigError as e:

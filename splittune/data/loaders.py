@@ -18,9 +18,7 @@ from .dataset import ClassificationData, build, encode_labels, with_caps
 
 
 def load_data(cfg: DataConfig | None = None) -> ClassificationData:
-    cfg = cfg or DataConfig()
-    if cfg.name not in LOADERS:
-        raise ValueError(f"unknown data set name={cfg.name!r}; allowed: {', '.join(LOADERS)}")
+    cfg = cfg or DataConfig()  # pydantic has checked `name` (DataConfig.DatasetName: the keys of LOADERS)
     return LOADERS[cfg.name](cfg)
 
 

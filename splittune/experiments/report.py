@@ -18,7 +18,6 @@ def human_bytes(n: float | None) -> str:
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
-    return str(n)
 
 
 def _ratio(x: float | None) -> str:

@@ -12,6 +12,7 @@ and `*ForSequenceClassification`) and ViT (`ViTForImageClassification`).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -101,8 +102,7 @@ class BertFamily(Family):
         return [self.model.bert.embeddings]
 
     def head_modules(self):
-        pooler = [self.model.bert.pooler] if self.model.bert.pooler is not None else []
-        return pooler + [self.model.dropout, self.model.classifier]
+        return [self.model.bert.pooler, self.model.dropout, self.model.classifier]
 
     def embed(self, batch):
         hidden = self.model.bert.embeddings(
@@ -188,6 +188,11 @@ class RotaryDecoderFamily(Family):
     def embed(self, batch):
         return self._inner().embed_tokens(batch["input_ids"]), batch.get("attention_mask")
 
+    @functools.cached_property
+    def _rotary_per_type(self) -> bool:
+        # Gemma3 keeps one rotary table per layer type; Llama/Qwen2 one for all.
+        return "layer_type" in inspect.signature(self._inner().rotary_emb.forward).parameters
+
     def _layer_types(self) -> list[str]:
         return list(getattr(self.config, "layer_types", None) or ["full_attention"] * len(self.blocks()))
 
@@ -208,9 +213,7 @@ class RotaryDecoderFamily(Family):
         if "sliding_attention" in needed:
             masks["sliding_attention"] = create_sliding_window_causal_mask(**mask_args)
         rotary = self._inner().rotary_emb
-        # Gemma3 keeps one rotary table per layer type; Llama/Qwen2 one for all.
-        per_type = "layer_type" in inspect.signature(rotary.forward).parameters
-        pe = {t: rotary(hidden, positions, t) if per_type else rotary(hidden, positions) for t in needed}
+        pe = {t: rotary(hidden, positions, t) if self._rotary_per_type else rotary(hidden, positions) for t in needed}
         for i in range(start, stop):
             hidden = self.blocks()[i](
                 hidden,

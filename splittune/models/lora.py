@@ -51,7 +51,7 @@ def peft_config(model: nn.Module, settings: LoraSettings):
     from peft import LoraConfig
 
     family = family_of(model)
-    heads = [h for h in family.head_trainable if family.task == "classification"]
+    heads = list(family.head_trainable) if family.task == "classification" else []
     return LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,

@@ -67,9 +67,6 @@ class Stage:
     def parameters(self) -> Iterator[nn.Parameter]:
         return (p for _, p in self.named_parameters())
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
 
 def num_blocks(model: nn.Module) -> int:
     return len(family_of(model).blocks())

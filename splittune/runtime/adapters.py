@@ -27,15 +27,21 @@ def copy_slots(slots: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
     return {k: p.detach().clone() for k, p in slots.items()}
 
 
-@torch.no_grad()
-def load_slots(slots: dict[str, nn.Parameter], state: dict[str, torch.Tensor], where: str = "the stage") -> None:
-    """Copy `state` into the slots' own tensors (in place: optimizers keep pointing at them)."""
+def check_state(slots: dict[str, nn.Parameter], state: dict[str, torch.Tensor], where: str = "the stage") -> None:
+    """Raise ValueError unless `state` has exactly the slots' keys and shapes."""
     if state.keys() != slots.keys():
         missing, extra = sorted(slots.keys() - state.keys()), sorted(state.keys() - slots.keys())
         raise ValueError(f"adapter state does not match {where}: missing {missing[:3]}, unexpected {extra[:3]}")
     for key, p in slots.items():
         if state[key].shape != p.shape:
             raise ValueError(f"adapter slot {key}: shape {tuple(state[key].shape)} != {tuple(p.shape)}")
+
+
+@torch.no_grad()
+def load_slots(slots: dict[str, nn.Parameter], state: dict[str, torch.Tensor], where: str = "the stage") -> None:
+    """Copy `state` into the slots' own tensors (in place: optimizers keep pointing at them)."""
+    check_state(slots, state, where)
+    for key, p in slots.items():
         p.copy_(state[key])
 
 

@@ -79,7 +79,7 @@ class Message:
             raise MessageError(f"section {name!r}: bad dtype/shape {info}")
         if math.prod(shape) * dtype.itemsize != len(data):
             raise MessageError(f"section {name!r}: {len(data)} bytes do not hold a {info['dtype']} tensor of shape {shape}")
-        return torch.from_numpy(np.frombuffer(data, dtype=str(dtype).removeprefix("torch.")).copy()).view(shape)
+        return torch.from_numpy(np.frombuffer(data, dtype=info["dtype"]).copy()).view(shape)
 
     def section(self, name: str) -> bytes:
         if name not in self.sections:

@@ -20,7 +20,7 @@ import torch
 from splittune.codec import Codec
 from splittune.models.split import Activations, Stage
 from splittune.network.trace import StepWork
-from splittune.runtime.adapters import adapter_slots, copy_slots, fedavg, load_slots
+from splittune.runtime.adapters import adapter_slots, check_state, copy_slots, fedavg, load_slots
 from splittune.runtime.batches import derive_seed
 from splittune.runtime.messages import (
     Message,
@@ -82,7 +82,7 @@ class DeviceWorker:
         self.param_bytes, self.activations = tensor_bytes(self.own), ActivationMeter(exclude=self.own)
         self.fwd_flops, self.bwd_flops = flops  # shared by devices with the same stage
         self.memory = PeakMemory()
-        self.tensor_bytes = {"up": [0, 0], "down": [0, 0]}  # [raw fp32 bytes, encoded bytes] of cut tensors
+        self.cut_bytes = {"up": [0, 0], "down": [0, 0]}  # [raw fp32 bytes, encoded bytes] of cut tensors
 
     def download_adapter(self) -> int:
         """Load the global device-side adapter from the server; returns the reply's size."""
@@ -141,8 +141,8 @@ class DeviceWorker:
         return float(reply.meta["loss"]), work
 
     def _count(self, direction: str, tensor: torch.Tensor, encoded: bytes) -> None:
-        self.tensor_bytes[direction][0] += tensor.numel() * 4
-        self.tensor_bytes[direction][1] += len(encoded)
+        self.cut_bytes[direction][0] += tensor.numel() * 4
+        self.cut_bytes[direction][1] += len(encoded)
 
 
 class ServerWorker:
@@ -171,7 +171,6 @@ class ServerWorker:
         self.flops = FlopMeter()
         self.memory = PeakMemory()
         self._uploads: dict[int, tuple[float, dict[str, torch.Tensor]]] = {}
-        self._global_device_state = copy_slots(self.device_global_slots)
 
     def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
         return {
@@ -226,16 +225,17 @@ class ServerWorker:
         msg = decode(request, expect=MessageKind.ADAPTER, max_bytes=self.max_message_bytes)
         n = self._device(msg)
         state = decode_state_dict(msg.section("state"))
-        expected = self.device_global_slots
-        if state.keys() != expected.keys() or any(state[k].shape != expected[k].shape for k in state):
-            raise MessageError(f"device {n} uploaded an adapter that does not match the device-side model")
+        try:
+            check_state(self.device_global_slots, state)
+        except ValueError:
+            raise MessageError(f"device {n} uploaded an adapter that does not match the device-side model") from None
         self._uploads[n] = (float(msg.meta.get("num_samples", 0)), state)
         return Message(MessageKind.ACK, device=n).encode()
 
     def send_adapter(self, request: bytes) -> bytes:
         n = self._device(decode(request, expect=MessageKind.ACK, max_bytes=self.max_message_bytes))
         msg = Message(MessageKind.ADAPTER, device=n)
-        msg.sections["state"] = encode_state_dict(self._global_device_state)
+        msg.sections["state"] = encode_state_dict(self.device_global_slots)
         return msg.encode()
 
     def start_round(self) -> None:
@@ -250,8 +250,7 @@ class ServerWorker:
         if missing:
             raise RuntimeError(f"devices {missing} did not upload their adapters this round")
         weights = [self._uploads[n][0] for n in self.devices]
-        self._global_device_state = fedavg([self._uploads[n][1] for n in self.devices], weights)
-        load_slots(self.device_global_slots, self._global_device_state)
+        load_slots(self.device_global_slots, fedavg([self._uploads[n][1] for n in self.devices], weights))
         server_states = [copy_slots(self.slots[n]) for n in self.devices]
         load_slots(self.global_slots, fedavg(server_states, weights))
         self._uploads.clear()

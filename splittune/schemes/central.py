@@ -10,7 +10,7 @@ import torch
 
 from splittune.models.lora import attach_lora
 from splittune.runtime.batches import derive_seed, shuffled_batches
-from splittune.runtime.metering import ActivationMeter, memory_breakdown, tensor_bytes
+from splittune.runtime.metering import ActivationMeter, PeakMemory, memory_breakdown, tensor_bytes
 from splittune.schemes.base import RoundResult, Setup, evaluate, local_steps, make_optimizer_factory, round_lr, set_lr
 
 
@@ -28,29 +28,31 @@ class Central:
         self.batches = shuffled_batches(
             pooled, setup.train.batch_size, derive_seed(setup.seed, 0), setup.train.group_by_length
         )
-        self.steps = local_steps(setup.train, len(pooled["labels"]))
+        self.steps = local_steps(setup.train, sum(setup.sizes))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer_factory(setup.train)(self.params)
         self.param_bytes = tensor_bytes(self.model.parameters())
         self.activations = ActivationMeter(exclude=self.model.parameters())
+        self.memory = PeakMemory()
 
     def run_round(self, round_idx: int) -> RoundResult:
         set_lr([self.optimizer], round_lr(self.setup.train, round_idx))
-        losses, peak = [], None
+        losses = []
         for _ in range(self.steps):
             batch = next(self.batches)
             with self.activations.measure(tuple(t.shape for t in batch.values())):
                 loss = self.model(**batch).loss
             loss.backward()
-            mem = memory_breakdown(param_bytes=self.param_bytes, trainable=self.params, optimizers=[self.optimizer],
-                                   activation_bytes=self.activations.last, input_bytes=tensor_bytes(batch.values()))
-            peak = mem if peak is None or mem.total > peak.total else peak
+            self.memory.observe(memory_breakdown(
+                param_bytes=self.param_bytes, trainable=self.params, optimizers=[self.optimizer],
+                activation_bytes=self.activations.last, input_bytes=tensor_bytes(batch.values()),
+            ))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
         if self.setup.train.reset_optimizer:
             self.optimizer.state.clear()
-        return RoundResult(loss=sum(losses) / len(losses), device_memory=peak)
+        return RoundResult(loss=sum(losses) / len(losses), device_memory=self.memory.reset())
 
     def evaluate(self) -> tuple[float, float]:
         return evaluate(self.model, self.setup.test_data, self.setup.train.eval_batch_size)

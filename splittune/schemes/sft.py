@@ -64,11 +64,11 @@ class SFT:
                 n, device_stage, shuffled_batches(
                     data, setup.train.batch_size, derive_seed(setup.seed, n), setup.train.group_by_length
                 ),
-                len(data["labels"]), make_opt, up, down, self.transport, adapters, flops, seed=setup.seed,
+                size, make_opt, up, down, self.transport, adapters, flops, seed=setup.seed,
             )
-            for n, data in enumerate(setup.device_data)
+            for n, (data, size) in enumerate(zip(setup.device_data, setup.sizes))
         ]
-        self.steps = [local_steps(setup.train, len(d["labels"])) for d in setup.device_data]
+        self.steps = [local_steps(setup.train, size) for size in setup.sizes]
         # ED (first round): the base station ships the frozen device-side blocks, as safetensors.
         frozen = {n: p for n, p in device_stage.named_parameters() if not any(f".{a}." in n for a in adapters)}
         self.model_down_bytes = len(encode_state_dict(frozen))
@@ -103,8 +103,8 @@ class SFT:
             server_memory=self.server.memory.reset(),
             bytes_up=sum(w.bytes_up for w in works),
             bytes_down=sum(w.bytes_down for w in works),
-            compression_up=_ratio(d.tensor_bytes["up"] for d in self.devices),
-            compression_down=_ratio(d.tensor_bytes["down"] for d in self.devices),
+            compression_up=_ratio(d.cut_bytes["up"] for d in self.devices),
+            compression_down=_ratio(d.cut_bytes["down"] for d in self.devices),
         )
 
     def evaluate(self) -> tuple[float, float]:
