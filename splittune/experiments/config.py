@@ -32,6 +32,12 @@ class SplitConfig(Strict):
     cut: int = Field(3, description="device-side blocks l: the device runs embeddings + blocks 0..l-1")
 
 
+class SLConfig(Strict):
+    order: Literal["fixed", "shuffled"] = Field(
+        "fixed", description="sl: the devices' turn order in each round (shuffled: a fresh seeded order every round)"
+    )
+
+
 class RunConfig(Strict):
     scheme: str = Field("sft", description=f"training scheme: {' | '.join(SCHEMES)}")
     devices: int = Field(8, ge=1, description="number of devices N")
@@ -41,6 +47,7 @@ class RunConfig(Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     codec: CodecPair = Field(default_factory=CodecPair)
+    sl: SLConfig = Field(default_factory=SLConfig, description="settings of the sl scheme")
     max_message_bytes: int = Field(256 * 2**20, ge=1024, description="largest message a receiver accepts")
     output_dir: Path = Field(Path("runs"), description="parent folder of the run folder")
     scenario: ScenarioConfig = Field(

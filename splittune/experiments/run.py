@@ -47,6 +47,7 @@ def build_setup(cfg: RunConfig, console: Console | None = None) -> tuple[Setup, 
     setup = Setup(
         model=model, device_data=device_data, test_data=test, train=cfg.train, lora=cfg.model.lora,
         cut=cfg.split.cut, codec=cfg.codec, seed=cfg.seed, max_message_bytes=cfg.max_message_bytes,
+        distribution=cfg.scenario.distribution, turn_order=cfg.sl.order,
     )
     return setup, stats
 
@@ -94,13 +95,13 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
                 "train_loss": result.loss,
                 "bytes_up": result.bytes_up,
                 "bytes_down": result.bytes_down,
-                "compression_up": result.compression_up,
-                "compression_down": result.compression_down,
+                "bytes_by_kind": result.bytes_by_kind,
+                **{f"compression_{k}": v for k, v in result.compression.items()},
                 "device_peak_mem_bytes": result.device_memory.total if result.device_memory else None,
                 "server_peak_mem_bytes": result.server_memory.total if result.server_memory else None,
                 "device_memory": _mem(result.device_memory),
                 "server_memory": _mem(result.server_memory),
-                **simulator.record(result.works, t),
+                **simulator.record(result.work, t),
                 "wall_s": time.perf_counter() - start,
             }
             metrics.write(json.dumps(record) + "\n")
@@ -114,14 +115,14 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
         "model": cfg.model.name,
         "rounds": cfg.train.rounds,
         "devices": cfg.devices,
-        "cut": cfg.split.cut if cfg.scheme != "central" else None,
+        "cut": None if "split.cut" in SCHEMES[cfg.scheme].ignores else cfg.split.cut,
         "final_accuracy": last["accuracy"],
         "best_accuracy": max(r["accuracy"] for r in records),
         "final_loss": last["loss"],
         "bytes_up_total": sum(r["bytes_up"] for r in records),
         "bytes_down_total": sum(r["bytes_down"] for r in records),
-        "compression_up": last["compression_up"],
-        "compression_down": last["compression_down"],
+        "bytes_by_kind": {k: sum(r["bytes_by_kind"][k] for r in records) for k in records[0]["bytes_by_kind"]},
+        **{k: v for k, v in last.items() if k.startswith("compression_")},
         "device_peak_mem_bytes": max((r["device_peak_mem_bytes"] or 0) for r in records) or None,
         "server_peak_mem_bytes": max((r["server_peak_mem_bytes"] or 0) for r in records) or None,
         "wall_s": time.perf_counter() - start,

@@ -1,8 +1,9 @@
 """The simulated wireless world of a run: every round's recorded work replayed on the network clock.
 
 `RoundSimulator` is built once per run from `cfg.scenario` (one device profile and channel per
-device) and `cfg.planning`. After each round it replays the scheme's `DeviceRoundWork` (the real
-encoded byte sizes and counted FLOPs) with `network.clock.simulate_round`, the bandwidth shares
+device) and `cfg.planning`. After each round it replays the scheme's `RoundWork` (the real
+encoded byte sizes and counted FLOPs, and the round's shape: parallel or sequential devices, a
+shared, per-device or no server) with `network.clock.simulate_round`, the bandwidth shares
 re-solved by the configured allocator against that round's channel state and the shared server
 following the configured order, and returns the fields a `metrics.jsonl` record gains.
 Schemes that record no work (`central`) get no simulated fields at all.
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from splittune.network.clock import PHASES, RoundDurations, RoundTimeline, simulate_round
-from splittune.network.trace import DeviceRoundWork
+from splittune.network.trace import RoundWork
 from splittune.planning.bandwidth import make_allocator
 from splittune.planning.config import PlanningConfig
 from splittune.planning.ordering import OrderProblem, schedule
@@ -63,16 +64,16 @@ class RoundSimulator:
     def from_config(cls, cfg) -> RoundSimulator:
         return cls(cfg.scenario.build(cfg.devices), cfg.planning, cfg.seed)
 
-    def simulate(self, works: list[DeviceRoundWork], round_idx: int) -> RoundTimeline:
+    def simulate(self, work: RoundWork, round_idx: int) -> RoundTimeline:
         # A fresh order seed per round, so `random` draws a new permutation every round.
         order = server_order(self.planning.order, self.seed + round_idx)
-        return simulate_round(self.world, works, round_idx, self.allocator, order)
+        return simulate_round(self.world, work, round_idx, self.allocator, order)
 
-    def record(self, works: list[DeviceRoundWork], round_idx: int) -> dict:
+    def record(self, work: RoundWork | None, round_idx: int) -> dict:
         """The simulated fields of round `round_idx`'s metrics record ({} when nothing was recorded)."""
-        if not works:
+        if work is None:
             return {}
-        timeline = self.simulate(works, round_idx)
+        timeline = self.simulate(work, round_idx)
         self.last = timeline
         self.sim_time_s += timeline.makespan_s
         for side, joules in timeline.energy_j.items():
@@ -81,9 +82,13 @@ class RoundSimulator:
             "sim_time_s": self.sim_time_s,
             "round_sim_s": timeline.makespan_s,
             "phase_s": {p: timeline.phase_s[p] for p in PHASES},
+            "schedule": timeline.schedule,
+            "server_mode": timeline.server_mode,
             "wait_s": timeline.wait_s,
             "energy_j": dict(timeline.energy_j),
-            "bytes_per_device": [{"device": w.device, "up": w.bytes_up, "down": w.bytes_down} for w in works],
+            "bytes_per_device": [{"device": w.device, "up": w.bytes_up, "down": w.bytes_down} for w in work.devices],
+            "bytes_broadcast": work.broadcast_bytes,
+            "bytes_broadcast_request": work.broadcast_control_bytes,
             "critical_device": timeline.critical_device,
             "bandwidth_hz": {str(d): hz for d, hz in timeline.bandwidth_hz.items()},
         }

@@ -97,3 +97,9 @@ def split_model(model: nn.Module, cuts: Sequence[int]) -> list[Stage]:
         Stage(model, family, i, bounds[i], bounds[i + 1], last=i == len(bounds) - 2)
         for i in range(len(bounds) - 1)
     ]
+
+
+def whole_model(model: nn.Module) -> Stage:
+    """The whole model as one stage (embeddings, every block, head and loss): a device that trains alone."""
+    family = family_of(model)
+    return Stage(model, family, 0, 0, len(family.blocks()), last=True)

@@ -9,9 +9,10 @@ from splittune.network.channel import Channel, ChannelConfig, ChannelState, Path
 from splittune.network.clock import PHASES, Event, RoundDurations, RoundTimeline, simulate_round
 from splittune.network.profiles import DeviceProfile, ServerProfile
 from splittune.network.scenario import FleetConfig, ScenarioConfig, ServerConfig, World
-from splittune.network.trace import DeviceRoundWork, StepWork
+from splittune.network.trace import BYTE_KINDS, DeviceRoundWork, RoundWork, StepWork
 
 __all__ = [
+    "BYTE_KINDS",
     "PHASES",
     "BandwidthAllocator",
     "BandwidthDemand",
@@ -27,6 +28,7 @@ __all__ = [
     "RoundDurations",
     "RoundTimeline",
     "ScenarioConfig",
+    "RoundWork",
     "ServerConfig",
     "ServerProfile",
     "StepWork",

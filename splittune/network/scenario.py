@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -76,6 +76,11 @@ class ScenarioConfig(BaseModel):
     channel: ChannelConfig = ChannelConfig()
     profiles_file: Path | None = Field(default=None, description="YAML with extra device/server profiles")
     seed: int = 0
+    distribution: Literal["broadcast", "unicast"] = Field(
+        default="broadcast",
+        description="how the frozen blocks and the global adapter reach the devices (ED): one broadcast that every "
+        "device hears, counted once in bytes, time and energy (eq. 11), or one unicast message per device",
+    )
 
     @model_validator(mode="after")
     def _known_profiles(self) -> ScenarioConfig:

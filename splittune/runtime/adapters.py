@@ -15,6 +15,46 @@ from torch import nn
 
 from splittune.models.split import Stage
 
+GLOBAL = "global"  # the aggregated adapter; devices' own adapters are named dev0, dev1, ...
+
+
+def device_adapter(n: int) -> str:
+    return f"dev{n}"
+
+
+def _lora_layers(stage: Stage) -> list[nn.Module]:
+    """PEFT's adapter-holding layers inside `stage` (LoRA layers, trainable-head wrappers), found once."""
+    layers = getattr(stage, "_lora_layers", None)
+    if layers is None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+        from peft.utils.other import ModulesToSaveWrapper
+
+        kinds = (BaseTunerLayer, ModulesToSaveWrapper)
+        layers = [m for top in stage.modules for m in top.modules() if isinstance(m, kinds)]
+        stage._lora_layers = layers
+    return layers
+
+
+def activate(stage: Stage, adapter: str) -> None:
+    """Make `adapter` the one `stage`'s layers use and train, leaving the model's other stages alone:
+    in `sl` the device side runs a device's adapter while the server side runs the one shared adapter."""
+    layers = _lora_layers(stage)
+    if layers and layers[0].active_adapters != [adapter]:
+        for layer in layers:
+            layer.set_adapter(adapter)
+
+
+def own_parameters(stage: Stage, adapter: str | None, all_adapters: set[str]) -> list[nn.Parameter]:
+    """The frozen base plus `adapter`'s parameters (None: the base alone): what one side really holds."""
+    others = {f".{a}." for a in all_adapters - {adapter}}
+    return [p for name, p in stage.named_parameters() if not any(t in name for t in others)]
+
+
+def frozen_state(stage: Stage, all_adapters: set[str]) -> dict[str, torch.Tensor]:
+    """The stage's frozen base weights by name: what a device is sent before its first round."""
+    tags = {f".{a}." for a in all_adapters}
+    return {name: p.detach() for name, p in stage.named_parameters() if not any(t in name for t in tags)}
+
 
 def adapter_slots(stage: Stage, adapter: str) -> dict[str, nn.Parameter]:
     """The adapter's parameters on `stage` by slot name. Walking a multi-adapter model is slow: callers

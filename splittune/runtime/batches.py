@@ -13,6 +13,14 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
+def seed_dropout(seed: int) -> None:
+    """Seed the generators dropout draws from, so a step's masks do not depend on execution order.
+    (torch.manual_seed does the same but also walks every accelerator backend: 0.15 ms a call.)"""
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed(seed)
+
+
 def tensorize(x: Sequence[str] | np.ndarray, y: np.ndarray, tokenizer, max_length: int) -> dict[str, torch.Tensor]:
     """All examples as padded tensors: input_ids/attention_mask for text, pixel_values for images."""
     labels = torch.as_tensor(np.asarray(y), dtype=torch.long)

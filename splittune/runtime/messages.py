@@ -10,8 +10,15 @@ Layout (little-endian)::
     ...      the sections' bytes, back to back, exactly as long as the header says
 
 Tensors that cross a cut travel as codec frames (`splittune.codec`, with their own CRC); small
-integer tensors (attention mask, labels) as raw little-endian bytes with dtype and shape in the
-header; adapter state dicts as safetensors. `len(encode(...))` is what the metrics count.
+integer tensors as raw little-endian bytes with dtype and shape in the header; adapter state dicts
+as safetensors. `len(encode(...))` is what the metrics count, so the tensors beside the activations
+travel compactly:
+
+- attention masks (`add_mask`): {"encoding": "lengths", "shape": [B, N], "dtype"} carries one row
+  length per row (uint8/16/32, the smallest that holds N) when every row is right-padded, else
+  {"encoding": "bitmap", "shape": [B, N]} carries `numpy.packbits` of the flattened mask;
+- labels and other integers (`add_ints`): raw, in the narrowest of int8/uint8/int16/int32/int64
+  that holds their range (-100 for ignored tokens included).
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ MAGIC = b"STMS"
 VERSION = 1
 MAX_HEADER = 1 << 16
 _PREFIX = struct.Struct("<4sBBI")
-_RAW_DTYPES = {"int64": torch.int64, "uint8": torch.uint8, "int32": torch.int32}
+_RAW_DTYPES = {d: getattr(torch, d) for d in ("uint8", "int8", "int16", "int32", "int64")}  # narrowest first
+_LENGTH_DTYPES = ("uint8", "uint16", "uint32")
+MAX_MASK_ELEMENTS = 1 << 24  # a lengths section is tiny whatever B x N it claims, so bound what it may expand to
 
 
 class MessageError(ValueError):
@@ -42,7 +51,8 @@ class MessageKind(IntEnum):
     ACTIVATIONS = 1  # device -> server: hidden states at the cut (+ mask, labels)
     GRADIENTS = 2  # server -> device: d loss / d hidden at the cut
     ADAPTER = 3  # either way: a LoRA adapter state dict (safetensors)
-    ACK = 4  # an empty reply
+    ACK = 4  # an empty reply, or a request that carries nothing but its sender
+    MODEL = 5  # server -> device: frozen blocks before the first round (safetensors)
 
 
 @dataclass
@@ -68,23 +78,86 @@ class Message:
         dtype = str(tensor.dtype).removeprefix("torch.")
         if dtype not in _RAW_DTYPES:
             raise MessageError(f"section {name!r}: dtype {dtype} cannot travel raw; use one of {sorted(_RAW_DTYPES)}")
-        self.sections[name] = tensor.contiguous().numpy().tobytes()
+        self.sections[name] = tensor.detach().cpu().contiguous().numpy().tobytes()
         self.section_info[name] = {"dtype": dtype, "shape": list(tensor.shape)}
 
     def raw(self, name: str) -> torch.Tensor:
-        info, data = self.section_info.get(name, {}), self.sections[name]
+        info, data = self.section_info.get(name, {}), self.section(name)
         dtype = _RAW_DTYPES.get(info.get("dtype"))
         shape = info.get("shape")
-        if dtype is None or not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        if dtype is None or not _is_shape(shape):
             raise MessageError(f"section {name!r}: bad dtype/shape {info}")
         if math.prod(shape) * dtype.itemsize != len(data):
             raise MessageError(f"section {name!r}: {len(data)} bytes do not hold a {info['dtype']} tensor of shape {shape}")
         return torch.from_numpy(np.frombuffer(data, dtype=info["dtype"]).copy()).view(shape)
 
+    def add_ints(self, name: str, tensor: torch.Tensor) -> None:
+        """An integer tensor (labels, -100 included) in the narrowest raw dtype that holds its range."""
+        if tensor.is_floating_point() or tensor.is_complex():
+            raise MessageError(f"section {name!r}: expected an integer tensor, got {tensor.dtype}")
+        lo, hi = (int(tensor.min()), int(tensor.max())) if tensor.numel() else (0, 0)
+        fits = [d for d in _RAW_DTYPES.values() if torch.iinfo(d).min <= lo and hi <= torch.iinfo(d).max]
+        if not fits:
+            raise MessageError(f"section {name!r}: values in [{lo}, {hi}] do not fit in int64")
+        self.add_raw(name, tensor.to(fits[0]))
+
+    def ints(self, name: str) -> torch.Tensor:
+        return self.raw(name).long()
+
+    def add_mask(self, name: str, mask: torch.Tensor) -> None:
+        """A (B, N) 0/1 attention mask: row lengths when every row is right-padded, else a bitmap."""
+        if mask.dim() != 2 or mask.is_floating_point() or mask.is_complex():
+            raise MessageError(f"section {name!r}: expected a (B, N) integer mask, got {mask.dtype} {list(mask.shape)}")
+        b, n = _mask_shape(name, list(mask.shape))
+        m = mask.detach().cpu().numpy()
+        if not ((m == 0) | (m == 1)).all():
+            raise MessageError(f"section {name!r}: attention mask holds values other than 0 and 1")
+        lengths = m.sum(axis=1)
+        if (m == (np.arange(n) < lengths[:, None])).all():
+            dtype = next(d for d in _LENGTH_DTYPES if n <= np.iinfo(d).max)
+            self.sections[name] = lengths.astype(dtype).tobytes()
+            self.section_info[name] = {"encoding": "lengths", "shape": [b, n], "dtype": dtype}
+        else:
+            self.sections[name] = np.packbits(m.astype(bool).ravel()).tobytes()
+            self.section_info[name] = {"encoding": "bitmap", "shape": [b, n]}
+
+    def mask(self, name: str) -> torch.Tensor:
+        info, data = self.section_info.get(name, {}), self.section(name)
+        b, n = _mask_shape(name, info.get("shape"))
+        encoding, dtype = info.get("encoding"), info.get("dtype")
+        if encoding == "lengths":
+            if dtype not in _LENGTH_DTYPES:
+                raise MessageError(f"section {name!r}: bad mask length dtype {dtype!r}")
+            if len(data) != b * np.dtype(dtype).itemsize:
+                raise MessageError(f"section {name!r}: {len(data)} bytes do not hold {b} {dtype} row lengths")
+            lengths = np.frombuffer(data, dtype=dtype)
+            if b and lengths.max() > n:
+                raise MessageError(f"section {name!r}: row length {lengths.max()} exceeds the mask width {n}")
+            m = np.arange(n) < lengths[:, None]
+        elif encoding == "bitmap":
+            if len(data) != (b * n + 7) // 8:
+                raise MessageError(f"section {name!r}: {len(data)} bytes do not hold a {b}x{n} bitmap")
+            m = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=b * n).reshape(b, n)
+        else:
+            raise MessageError(f"section {name!r}: unknown mask encoding {encoding!r}")
+        return torch.from_numpy(m.astype(np.int64))
+
     def section(self, name: str) -> bytes:
         if name not in self.sections:
             raise MessageError(f"{self.kind.name} message has no section {name!r} (has {list(self.sections)})")
         return self.sections[name]
+
+
+def _is_shape(shape) -> bool:
+    return isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)  # JSON true is no size
+
+
+def _mask_shape(name: str, shape) -> tuple[int, int]:
+    if not _is_shape(shape) or len(shape) != 2:
+        raise MessageError(f"section {name!r}: bad mask shape {shape!r}, expected [B, N]")
+    if shape[0] * shape[1] > MAX_MASK_ELEMENTS:
+        raise MessageError(f"section {name!r}: a {shape[0]}x{shape[1]} mask exceeds {MAX_MASK_ELEMENTS} elements")
+    return shape[0], shape[1]
 
 
 def decode(data: bytes | bytearray | memoryview, *, expect: MessageKind | None = None, max_bytes: int | None = None) -> Message:

@@ -2,8 +2,12 @@
 
 from splittune.schemes.base import RoundResult, Setup
 from splittune.schemes.central import Central
+from splittune.schemes.fl import FL
+from splittune.schemes.federated import FederatedScheme
+from splittune.schemes.sfl import SFL
 from splittune.schemes.sft import SFT
+from splittune.schemes.sl import SL
 
-SCHEMES = {"sft": SFT, "central": Central}
+SCHEMES = {s.name: s for s in (SFT, SFL, SL, FL, Central)}
 
-__all__ = ["SCHEMES", "Central", "RoundResult", "SFT", "Setup"]
+__all__ = ["FL", "SCHEMES", "SFL", "SFT", "SL", "Central", "FederatedScheme", "RoundResult", "Setup"]

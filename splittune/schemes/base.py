@@ -1,4 +1,5 @@
-"""What every scheme shares: its inputs (`Setup`), its per-round output, optimizers and evaluation."""
+"""What every scheme shares: its inputs (`Setup`), its per-round output, optimizers, evaluation, and
+`FederatedScheme`, the device/server scheme that `fl`, `sl`, `sfl` and `sft` are configurations of."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from torch import nn
 
 from splittune.models.lora import LoraSettings
 from splittune.network.memory import MemoryBreakdown
-from splittune.network.trace import DeviceRoundWork
+from splittune.network.trace import BYTE_KINDS, RoundWork
 from splittune.runtime.batches import eval_batches, num_examples
+from splittune.runtime.federation import Distribution, TurnOrder
 from splittune.schemes.config import CodecPair, TrainConfig
 
 
@@ -28,6 +30,8 @@ class Setup:
     codec: CodecPair
     seed: int = 0
     max_message_bytes: int = 256 * 2**20
+    distribution: Distribution = "broadcast"  # how the frozen blocks and the global adapter go down (ED)
+    turn_order: TurnOrder = "fixed"  # sequential schemes (sl): the devices' order in each round
 
     @property
     def sizes(self) -> list[int]:
@@ -37,13 +41,24 @@ class Setup:
 @dataclass
 class RoundResult:
     loss: float  # mean training loss over the round's steps
-    works: list[DeviceRoundWork] = field(default_factory=list)  # what each device did, for the clock
+    work: RoundWork | None = None  # what the round sent and computed, for the clock; None: no network
     device_memory: MemoryBreakdown | None = None  # peak over devices
     server_memory: MemoryBreakdown | None = None
-    bytes_up: int = 0
-    bytes_down: int = 0
-    compression_up: float | None = None  # raw fp32 tensor bytes / encoded bytes
-    compression_down: float | None = None
+    # running ratios since round 1: raw fp32 bytes of the cut tensors / the whole messages that carried
+    # them (header, mask, labels included), and / the codec frames alone
+    compression: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def bytes_by_kind(self) -> dict[str, int]:
+        return self.work.bytes_by_kind() if self.work else dict.fromkeys(BYTE_KINDS, 0)
+
+    @property
+    def bytes_up(self) -> int:
+        return self.work.bytes_up if self.work else 0
+
+    @property
+    def bytes_down(self) -> int:
+        return self.work.bytes_down if self.work else 0
 
 
 class ClippedStep:

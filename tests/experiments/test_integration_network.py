@@ -56,8 +56,11 @@ def test_run_records_consistent_simulated_fields(tiny_run):
         assert list(r["phase_s"]) == list(PHASES)
         # the critical device's phases plus its wait for the shared server are the round's makespan
         assert sum(r["phase_s"].values()) + r["wait_s"] == pytest.approx(r["round_sim_s"])
-        assert sum(b["up"] for b in r["bytes_per_device"]) == r["bytes_up"]
-        assert sum(b["down"] for b in r["bytes_per_device"]) == r["bytes_down"]
+        # what devices sent and received alone, plus the broadcast (and the base station's request for it)
+        kinds = r["bytes_by_kind"]
+        assert sum(b["up"] for b in r["bytes_per_device"]) == r["bytes_up"] - r["bytes_broadcast_request"]
+        assert sum(b["down"] for b in r["bytes_per_device"]) + r["bytes_broadcast"] == r["bytes_down"]
+        assert r["bytes_up"] == kinds["activations_up"] + kinds["adapters_up"] + kinds["control_up"]
         assert sorted(b["device"] for b in r["bytes_per_device"]) == [0, 1, 2]
         assert r["critical_device"] in (0, 1, 2)
         assert r["energy_j"]["device"] > 0 and r["energy_j"]["server"] > 0
@@ -85,7 +88,7 @@ def works():
         lora=LoraSettings(rank=4), cut=2, codec=CodecPair(),
     )
     scheme = SFT(setup)
-    return [scheme.run_round(t).works for t in range(2)]
+    return [scheme.run_round(t).work for t in range(2)]
 
 
 def _world(**channel):
@@ -112,7 +115,7 @@ def test_every_server_order_serves_every_device(works, rule):
     sim = RoundSimulator(_world(snr_db=[3.0, 17.0, 30.0]), PlanningConfig(order=rule), seed=1)
     timeline = sim.simulate(works[1], 1)
     assert sorted(set(timeline.server_order)) == [0, 1, 2]
-    assert len(timeline.server_order) == sum(len(w.steps) for w in works[1])
+    assert len(timeline.server_order) == sum(len(w.steps) for w in works[1].devices)
     if rule != "fifo":
         perm = server_order(rule, 1)(timeline.durations)
         assert sorted(perm) == [0, 1, 2]
@@ -120,7 +123,7 @@ def test_every_server_order_serves_every_device(works, rule):
 
 def test_central_records_no_simulated_fields():
     sim = RoundSimulator(_world(), PlanningConfig())
-    assert sim.record([], 0) == {} and sim.summary() == {}
+    assert sim.record(None, 0) == {} and sim.summary() == {}
     assert sim.plot_last_round(None) is None
 
 

@@ -59,7 +59,7 @@ def test_writes_table_plots_fit_and_one_run_folder_per_point(swept):
 def test_ratio_grows_as_rho_falls_and_lossless_adds_ratio_not_error(swept):
     out, rows, _, _ = swept
     none = _num(rows[0], "compression_up")
-    assert none == pytest.approx(1.0, abs=0.01)  # raw bytes plus a header
+    assert 0.95 < none < 1.0  # raw bytes plus the header, mask and labels
     for levels in ("4", "16"):
         for lossless in ("ans", "off"):
             ratio = {_num(r, "rho"): _num(r, "compression_up") for r in rows

@@ -6,14 +6,15 @@ from splittune.network.channel import db_to_linear
 from splittune.network.clock import PHASES, simulate_round
 from splittune.network.gantt import plot_gantt
 from splittune.network.scenario import ScenarioConfig
-from splittune.network.trace import DeviceRoundWork, StepWork
+from splittune.network.trace import DeviceRoundWork, RoundWork, StepWork
 
 STEP = StepWork(device_fwd_flops=3e11, up_bytes=400_000, server_flops=9e12, down_bytes=300_000, device_bwd_flops=6e11)
 
 
-def _works(n, steps=1, step=STEP, **kw):
-    kw = {"adapter_down_bytes": 200_000, "adapter_up_bytes": 150_000, **kw}
-    return [DeviceRoundWork(d, [step] * steps, **kw) for d in range(n)]
+def _works(n, steps=1, step=STEP, broadcast=200_000, server="shared", schedule="parallel", **kw):
+    kw = {"adapter_up_bytes": 150_000, **kw}
+    return RoundWork([DeviceRoundWork(d, [step] * steps, **kw) for d in range(n)], schedule, server,
+                     broadcast_adapter_bytes=broadcast)
 
 
 class FixedShares:
@@ -34,7 +35,7 @@ def test_closed_form_eqs_18_19_with_identical_devices():
     b = 5e6 / n
     r = b * np.log2(1 + db_to_linear(17.0))
     r_bcast = 5e6 * np.log2(1 + db_to_linear(17.0))
-    works = _works(n, steps=k, model_down_bytes=9_000_000)
+    works = _works(n, steps=k, broadcast=9_200_000, server="per_device")
     f_s_n = srv.f_hz / n  # eq. 14 with the server split equally (per_device mode)
     tau = (
         8 * (9_000_000 + 200_000) / r_bcast  # ED, eq. 11
@@ -45,13 +46,13 @@ def test_closed_form_eqs_18_19_with_identical_devices():
         + k * STEP.device_bwd_flops / (dev.f_hz * dev.cores * dev.flops_per_cycle)  # DU, eq. 16
         + 8 * 150_000 / r  # LT, eq. 17
     )
-    t = simulate_round(world, works, 0, server_mode="per_device")
+    t = simulate_round(world, works, 0)
     assert t.makespan_s == pytest.approx(tau, rel=1e-12)
     assert all(f == pytest.approx(tau, rel=1e-12) for f in t.finish_s.values())
     assert t.wait_s == pytest.approx(0, abs=1e-9)
     assert sum(t.phase_s.values()) == pytest.approx(tau, rel=1e-12)
     # one device alone on the shared server is the same closed form with the whole server
-    solo = simulate_round(ScenarioConfig().build(1), _works(1, steps=k, model_down_bytes=9_000_000), 0)
+    solo = simulate_round(ScenarioConfig().build(1), _works(1, steps=k, broadcast=9_200_000), 0)
     assert solo.phase_s["SC"] == pytest.approx(k * STEP.server_flops / srv.flops_per_s, rel=1e-12)
 
 
@@ -85,7 +86,7 @@ def test_shared_server_serialises_server_phases():
     spans = sorted((e.start_s, e.end_s) for e in sc)
     assert all(b0 >= a1 - 1e-12 for (_, a1), (b0, _) in zip(spans, spans[1:]))  # never two at once
     assert t.wait_s > 0
-    parallel = simulate_round(world, _works(5, steps=2), 0, server_mode="per_device")
+    parallel = simulate_round(world, _works(5, steps=2, server="per_device"), 0)
     assert parallel.wait_s == pytest.approx(0, abs=1e-9)
 
 
@@ -114,7 +115,7 @@ def test_fading_changes_rounds_and_is_reproducible():
 
 def test_energy_follows_kappa_f2_cycles_and_airtime():
     world = ScenarioConfig().build(1)
-    t = simulate_round(world, _works(1, adapter_down_bytes=0, adapter_up_bytes=0), 0)
+    t = simulate_round(world, _works(1, broadcast=0, adapter_up_bytes=0), 0)
     dev, srv = world.devices[0], world.server
     cycles = (STEP.device_fwd_flops + STEP.device_bwd_flops) / dev.flops_per_cycle
     assert t.energy_j["device"] == pytest.approx(dev.kappa * dev.f_hz**2 * cycles + dev.tx_power_w * t.phase_s["IT"])
@@ -125,9 +126,13 @@ def test_energy_follows_kappa_f2_cycles_and_airtime():
 def test_bad_inputs():
     world = ScenarioConfig().build(2)
     with pytest.raises(ValueError, match="once"):
-        simulate_round(world, [DeviceRoundWork(0, [STEP]), DeviceRoundWork(0, [STEP])], 0)
+        simulate_round(world, RoundWork([DeviceRoundWork(0, [STEP]), DeviceRoundWork(0, [STEP])]), 0)
     with pytest.raises(ValueError, match="world has 2 devices"):
-        simulate_round(world, [DeviceRoundWork(5, [STEP])], 0)
+        simulate_round(world, RoundWork([DeviceRoundWork(5, [STEP])]), 0)
+    with pytest.raises(TypeError, match="RoundWork"):
+        simulate_round(world, [DeviceRoundWork(0, [STEP])], 0)
+    with pytest.raises(ValueError, match="server FLOPs"):
+        simulate_round(world, _works(2, server="none"), 0)
     with pytest.raises(ValueError, match="outside"):
         simulate_round(world, _works(2), 0, allocator=FixedShares([4e6, 4e6]))
     capped = ScenarioConfig(channel={"max_share_hz": 2e6}).build(2)
@@ -135,8 +140,10 @@ def test_bad_inputs():
         simulate_round(capped, _works(2), 0, allocator=FixedShares([3e6, 2e6]))
     with pytest.raises(ValueError, match="no bandwidth"):
         simulate_round(world, _works(2), 0, allocator=FixedShares([5e6, 0]))
-    with pytest.raises(ValueError, match="server_mode"):
-        simulate_round(world, _works(2), 0, server_mode="batched")
+    with pytest.raises(ValueError, match="RoundWork.server"):
+        _works(2, server="batched")
+    with pytest.raises(ValueError, match="RoundWork.schedule"):
+        _works(2, schedule="zigzag")
     with pytest.raises(ValueError, match="up_bytes"):
         StepWork(1.0, -1, 1.0, 1, 1.0)
 
@@ -147,3 +154,45 @@ def test_gantt_png(tmp_path):
     assert set(PHASES) >= set(t.phase_s)
     path = plot_gantt(t, tmp_path / "round.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sequential_round_never_overlaps_and_each_device_has_the_whole_band():
+    world = ScenarioConfig.preset("sft-paper").build(4)
+    work = _works(4, steps=2, broadcast=0, schedule="sequential", adapter_down_bytes=80_000)
+    t = simulate_round(world, work, 0)
+    spans = {}
+    for e in t.events:
+        lo, hi = spans.get(e.device, (e.start_s, e.end_s))
+        spans[e.device] = (min(lo, e.start_s), max(hi, e.end_s))
+    ordered = [spans[d] for d in (w.device for w in work.devices)]
+    assert all(b[0] >= a[1] - 1e-12 for a, b in zip(ordered, ordered[1:]))
+    assert t.bandwidth_hz == dict.fromkeys(range(4), world.channel.bandwidth_hz)
+    # the makespan is every device's own time added up, and the critical path says so
+    alone = [sum(t.device_phase_s(d).values()) for d in range(4)]
+    assert t.makespan_s == pytest.approx(sum(alone), rel=1e-12)
+    assert sum(t.phase_s.values()) == pytest.approx(t.makespan_s, rel=1e-12) and t.wait_s == pytest.approx(0, abs=1e-9)
+    # a turn order is the order of RoundWork.devices
+    reordered = RoundWork(list(reversed(work.devices)), "sequential", "shared")
+    assert list(simulate_round(world, reordered, 0).finish_s) == [3, 2, 1, 0]
+
+
+def test_broadcast_is_heard_at_once_and_paid_once():
+    world = ScenarioConfig().build(3)
+    bcast = simulate_round(world, _works(3, broadcast=1_000_000, adapter_up_bytes=0), 0)
+    uni = simulate_round(world, _works(3, broadcast=0, adapter_up_bytes=0, adapter_down_bytes=1_000_000), 0)
+    rate = 5e6 * np.log2(1 + db_to_linear(17.0))
+    assert bcast.device_phase_s(0)["ED"] == pytest.approx(8e6 / rate, rel=1e-12)
+    assert uni.device_phase_s(0)["ED"] == pytest.approx(3 * 8e6 / rate, rel=1e-12)  # a third of the band each
+    srv = world.server
+    compute = srv.kappa * srv.f_hz**2 * 3 * STEP.server_flops / srv.flops_per_cycle
+    gt = 3 * bcast.device_phase_s(0)["GT"]
+    assert bcast.energy_j["server"] == pytest.approx(compute + srv.tx_power_w * (8e6 / rate + gt), rel=1e-9)
+    assert uni.energy_j["server"] == pytest.approx(compute + srv.tx_power_w * (3 * 3 * 8e6 / rate + gt), rel=1e-9)
+
+
+def test_device_only_rounds_record_no_server_time():
+    world = ScenarioConfig().build(3)
+    local = StepWork(device_fwd_flops=3e11, up_bytes=0, server_flops=0, down_bytes=0, device_bwd_flops=6e11)
+    t = simulate_round(world, _works(3, steps=4, step=local, server="none"), 0)
+    assert not [e for e in t.events if e.phase in ("SC", "IT", "GT")] and t.server_order == []
+    assert t.phase_s["CC"] > 0 and t.phase_s["DU"] > 0

@@ -56,7 +56,7 @@ def test_split_report_names_the_executable_cut():
 
 
 def test_server_order_drives_the_clock_as_predicted():
-    from splittune.network import DeviceRoundWork, StepWork, simulate_round
+    from splittune.network import DeviceRoundWork, RoundWork, StepWork, simulate_round
     from splittune.planning.from_network import server_order
     from splittune.planning.ordering import OrderProblem
 
@@ -65,6 +65,7 @@ def test_server_order_drives_the_clock_as_predicted():
     works = [DeviceRoundWork(i, [StepWork(rng.uniform(1e11, 1e12), int(rng.uniform(1e4, 1e6)), rng.uniform(1e13, 1e14),
                                           int(rng.uniform(1e4, 1e6)), rng.uniform(1e11, 1e12))],
                              adapter_up_bytes=int(rng.uniform(1e4, 1e6))) for i in range(5)]
+    works = RoundWork(works)
     for rule in ("auto", "fifo"):
         timeline = simulate_round(world, works, 0, order=server_order(rule))
         d = timeline.durations

@@ -8,7 +8,7 @@ from splittune.codec import CodecConfig
 from splittune.models.lora import LoraSettings
 from splittune.models.tiny import tiny_batch, tiny_model
 from splittune.runtime.adapters import adapter_state
-from splittune.runtime.roles import GLOBAL
+from splittune.runtime.adapters import GLOBAL
 from splittune.schemes import SFT, Central, Setup
 from splittune.schemes.config import CodecPair, TrainConfig
 
@@ -86,22 +86,23 @@ def test_compression_changes_bytes_not_shapes():
                       down=CodecConfig(kind="topk+sq+zstd", rho=0.3, levels=8))
     plain = SFT(_setup(devices=2, steps=2)).run_round(0)
     packed = SFT(_setup(devices=2, codec=codec, steps=2)).run_round(0)
-    assert packed.compression_up > 3 and packed.compression_down > 2
-    assert plain.compression_up == pytest.approx(1.0, abs=0.01)
-    up_plain = sum(s.up_bytes for w in plain.works for s in w.steps)
-    up_packed = sum(s.up_bytes for w in packed.works for s in w.steps)
+    assert packed.compression["up_codec"] > 3 and packed.compression["down_codec"] > 2
+    assert packed.compression["up"] < packed.compression["up_codec"]  # the whole message: header, mask, labels
+    assert plain.compression["up_codec"] == pytest.approx(1.0, abs=0.01)
+    up_plain = sum(s.up_bytes for w in plain.work.devices for s in w.steps)
+    up_packed = sum(s.up_bytes for w in packed.work.devices for s in w.steps)
     assert up_packed < up_plain / 3
 
 
 def test_round_reports_real_message_sizes_and_memory():
     result = SFT(_setup(devices=2, steps=2)).run_round(0)
-    assert len(result.works) == 2 and all(len(w.steps) == 2 for w in result.works)
-    step = result.works[0].steps[0]
-    # fp32 hidden (4 x <=12 x 32) + mask + labels + headers: bigger than the tensor, not by much
-    assert 4 * 12 * 32 * 4 < step.up_bytes < 4 * 12 * 32 * 4 + 1024
+    assert len(result.work.devices) == 2 and all(len(w.steps) == 2 for w in result.work.devices)
+    step = result.work.devices[0].steps[0]
+    # fp32 hidden (4 x <=12 x 32) + mask lengths + labels + headers: bigger than the tensor, not by much
+    assert 4 * 12 * 32 * 4 < step.up_bytes < 4 * 12 * 32 * 4 + 512
     assert step.device_fwd_flops > 0 and step.server_flops > 0 and step.device_bwd_flops > 0
     assert result.device_memory.activation_bytes > 0 and result.server_memory.optimizer_bytes > 0
-    assert result.bytes_up == sum(w.bytes_up for w in result.works)
+    assert result.bytes_up == sum(w.bytes_up for w in result.work.devices) + result.work.broadcast_control_bytes
 
 
 def test_codec_none_training_is_bit_identical_to_training_without_messages():
@@ -123,7 +124,9 @@ def test_codec_none_training_is_bit_identical_to_training_without_messages():
     acts.hidden.backward(cut.grad)
     opt.step()
 
-    sft.devices[0].train_step(0, 0)
+    from splittune.network.trace import DeviceRoundWork
+
+    sft.devices[0].train_step(0, 0, DeviceRoundWork(0))
     for stage_a, stage_b in ((sft.devices[0].stage, device_stage), (sft.server.stage, server_stage)):
         a, b = adapter_slots(stage_a, "dev0"), adapter_slots(stage_b, "dev0")
         assert a.keys() == b.keys()

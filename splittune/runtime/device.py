@@ -1,0 +1,161 @@
+"""A device: its side of the model, its own LoRA adapter, optimizer and data (SFT Alg. 1).
+
+A split device (its stage ends at a cut) runs its forward each local step (eq. 3), sends the
+activations, receives the gradient at the cut and updates its adapter (eq. 6). A device whose
+stage is the whole model (`fl`) trains alone and sends nothing until it uploads its adapter.
+It talks to the server only through `Transport.call` with `runtime.messages` bytes, and writes
+what every message cost into the round's `DeviceRoundWork`, so the same code runs in one
+process or across machines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+from splittune.codec import Codec
+from splittune.models.split import Stage
+from splittune.network.trace import DeviceRoundWork, StepWork
+from splittune.runtime.adapters import (
+    activate,
+    adapter_slots,
+    copy_slots,
+    device_adapter,
+    frozen_state,
+    load_slots,
+    own_parameters,
+)
+from splittune.runtime.batches import derive_seed, seed_dropout
+from splittune.runtime.messages import Message, MessageError, MessageKind, decode, decode_state_dict, encode_state_dict
+from splittune.runtime.metering import ActivationMeter, FlopMeter, PeakMemory, memory_breakdown, tensor_bytes
+from splittune.runtime.transport import Transport
+
+OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+class DeviceWorker:
+    def __init__(
+        self,
+        index: int,
+        stage: Stage,
+        batches: Iterator[dict],
+        num_samples: int,
+        make_optimizer: OptimizerFactory,
+        codecs: tuple[Codec, Codec],
+        transport: Transport,
+        all_adapters: set[str],
+        flops: tuple[FlopMeter, FlopMeter],
+        seed: int = 0,
+    ):
+        self.index, self.stage, self.batches, self.num_samples = index, stage, batches, num_samples
+        self.adapter = device_adapter(index)
+        (self.up, self.down), self.transport, self.seed = codecs, transport, seed
+        self.all_adapters = all_adapters
+        self.slots = adapter_slots(stage, self.adapter)
+        self.params = list(self.slots.values())
+        self.optimizer = make_optimizer(self.params)
+        self.own = own_parameters(stage, self.adapter, all_adapters)
+        self.param_bytes, self.activations = tensor_bytes(self.own), ActivationMeter(exclude=self.own)
+        self.fwd_flops, self.bwd_flops = flops  # shared by devices with the same stage
+        self.memory = PeakMemory()
+        # [raw fp32 bytes of the cut tensor, its codec frame, the whole message] per direction
+        self.cut_bytes = {"up": [0, 0, 0], "down": [0, 0, 0]}
+
+    def _call(self, method: str, request: Message, work: DeviceRoundWork) -> bytes:
+        """Send a request whose reply carries the payload; the request itself is control traffic."""
+        raw = request.encode()
+        reply = self.transport.call(method, raw)
+        work.control_up_bytes += len(raw)
+        return reply
+
+    def fetch_model(self, work: DeviceRoundWork) -> None:
+        """Download the frozen blocks of this device's stage (unicast distribution)."""
+        reply = self._call("download_model", Message(MessageKind.ACK, device=self.index), work)
+        self.receive_model(reply)
+        work.model_down_bytes += len(reply)
+
+    def receive_model(self, reply: bytes) -> None:
+        state = decode_state_dict(decode(reply, expect=MessageKind.MODEL).section("state"))
+        own = frozen_state(self.stage, self.all_adapters)
+        if state.keys() != own.keys() or any(state[k].shape != own[k].shape for k in own):
+            raise MessageError(f"device {self.index} was sent blocks that do not match its stage {self.stage}")
+        with torch.no_grad():
+            for name, tensor in own.items():
+                tensor.copy_(state[name])
+
+    def fetch_adapter(self, work: DeviceRoundWork) -> None:
+        """Download the device-side adapter sent to this device alone (a relay, or unicast)."""
+        reply = self._call("download_adapter", Message(MessageKind.ACK, device=self.index), work)
+        self.receive_adapter(reply)
+        work.adapter_down_bytes += len(reply)
+
+    def receive_adapter(self, reply: bytes) -> None:
+        state = decode_state_dict(decode(reply, expect=MessageKind.ADAPTER).section("state"))
+        load_slots(self.slots, state, f"device {self.index}'s adapter")
+
+    def upload_adapter(self, work: DeviceRoundWork) -> None:
+        msg = Message(MessageKind.ADAPTER, device=self.index, meta={"num_samples": self.num_samples})
+        msg.sections["state"] = encode_state_dict(copy_slots(self.slots))
+        request = msg.encode()
+        reply = self.transport.call("upload_adapter", request)
+        decode(reply, expect=MessageKind.ACK)
+        work.adapter_up_bytes += len(request)
+        work.control_down_bytes += len(reply)
+
+    def train_step(self, round_idx: int, step: int, work: DeviceRoundWork) -> float:
+        """One local step on the next mini-batch; returns its training loss."""
+        batch = next(self.batches)
+        activate(self.stage, self.adapter)
+        seed_dropout(derive_seed(self.seed, self.index, round_idx, step, 0))
+        shape_key = tuple(t.shape for t in batch.values())
+        with self.activations.measure(shape_key), self.fwd_flops.measure(shape_key):
+            out = self.stage(batch)
+        if self.stage.last:  # the whole model: no server, nothing crosses a cut
+            loss, server_flops, up_bytes, down_bytes = out.loss, 0.0, 0, 0
+            with self.bwd_flops.measure(shape_key):
+                loss.backward()
+            loss = loss.item()
+        else:
+            loss, server_flops, up_bytes, down_bytes, grad = self._exchange(out, round_idx, step)
+            with self.bwd_flops.measure(shape_key):
+                out.hidden.backward(grad.to(out.hidden.dtype))
+        self.memory.observe(memory_breakdown(
+            param_bytes=self.param_bytes, trainable=self.params, optimizers=[self.optimizer],
+            activation_bytes=self.activations.last, input_bytes=tensor_bytes(batch.values()),
+        ))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        work.steps.append(StepWork(
+            device_fwd_flops=self.fwd_flops.last, up_bytes=up_bytes, server_flops=server_flops,
+            down_bytes=down_bytes, device_bwd_flops=self.bwd_flops.last,
+        ))
+        return loss
+
+    def _exchange(self, acts, round_idx: int, step: int):
+        """Activations up, gradient at the cut down."""
+        msg = Message(MessageKind.ACTIVATIONS, device=self.index, step=step, meta={"round": round_idx})
+        msg.sections["hidden"] = self.up.encode(
+            acts.hidden.detach(), seed=derive_seed(self.seed, self.index, round_idx, step, 1),
+            label=f"device {self.index} activations (round {round_idx}, step {step})",
+        )
+        if acts.attention_mask is not None:
+            msg.add_mask("attention_mask", acts.attention_mask)
+        if acts.labels is not None:
+            msg.add_ints("labels", acts.labels)
+        request = msg.encode()
+        self._count("up", acts.hidden, msg.sections["hidden"], request)
+        raw_reply = self.transport.call("train_step", request)
+        reply = decode(raw_reply, expect=MessageKind.GRADIENTS)
+        grad = self.down.decode(reply.section("gradient"))
+        self._count("down", grad, reply.section("gradient"), raw_reply)
+        if grad.shape != acts.hidden.shape:
+            raise MessageError(f"gradient of shape {tuple(grad.shape)} for activations of shape {tuple(acts.hidden.shape)}")
+        return float(reply.meta["loss"]), float(reply.meta["server_flops"]), len(request), len(raw_reply), grad
+
+    def _count(self, direction: str, tensor: torch.Tensor, frame: bytes, message: bytes) -> None:
+        counts = self.cut_bytes[direction]
+        counts[0] += tensor.numel() * 4
+        counts[1] += len(frame)
+        counts[2] += len(message)
+

@@ -1,0 +1,123 @@
+"""`FederatedScheme`: devices and a server training one model's LoRA together, built from a `Setup`.
+
+A scheme file sets a few class attributes and gets the rest from here and the runtime:
+- `layout`: the round's shape in time (`runtime.federation.Layout`);
+- `split`: False puts the whole model on every device (`fl`); True cuts it at `setup.cut`;
+- `shared_server_adapter`: ONE server-side adapter every device's batches train in turn, the device
+  adapter relayed between devices (`sl`), instead of one per device, FedAvg'd;
+- `server_copies`: the server holds a copy of its blocks per device (`sfl`) instead of one shared
+  base (`sft`); the numbers are the same, the memory and the timeline are not.
+
+The model carries a `global` adapter and one `dev<n>` adapter per device, all starting equal
+(PEFT multi-adapter on one frozen base: in one process, devices and server share the base
+weights, but every message between them is real and goes through the transport).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from splittune.codec import build_codec
+from splittune.models.lora import peft_config
+from splittune.models.split import split_model, whole_model
+from splittune.runtime.adapters import GLOBAL, adapter_state, device_adapter, load_adapter_state
+from splittune.runtime.batches import derive_seed, shuffled_batches
+from splittune.runtime.device import DeviceWorker
+from splittune.runtime.federation import Federation, Layout
+from splittune.runtime.metering import FlopMeter
+from splittune.runtime.server import AdapterServer, SplitServer
+from splittune.runtime.transport import InProcessTransport, Transport
+from splittune.schemes.base import RoundResult, Setup, evaluate, local_steps, make_optimizer_factory, round_lr, set_lr
+
+
+def multi_adapter_model(model, lora, n_devices: int, seed: int):
+    """The model with a `global` adapter and `dev0..devN-1` adapters (made equal by the caller)."""
+    from peft import get_peft_model
+
+    torch.manual_seed(seed)
+    config = peft_config(model, lora)
+    peft_model = get_peft_model(model, config, adapter_name=GLOBAL)
+    for n in range(n_devices):
+        peft_model.add_adapter(device_adapter(n), config)
+    return peft_model
+
+
+class FederatedScheme:
+    name = "federated"
+    default_lr = 0.1
+    layout = Layout()
+    split = True
+    shared_server_adapter = False
+    server_copies = False
+    # config keys (dotted prefixes) this scheme does not read; `compare` reports them when set
+    ignores: tuple[str, ...] = ()
+
+    def __init__(self, setup: Setup, transport: Transport | None = None):
+        self.setup = setup
+        n_devices = len(setup.device_data)
+        self.model = multi_adapter_model(setup.model, setup.lora, n_devices, setup.seed)
+        self.model.train()
+        adapters = {GLOBAL} | {device_adapter(n) for n in range(n_devices)}
+        stages = split_model(self.model, [setup.cut]) if self.split else [whole_model(self.model)]
+        for stage in stages:
+            for n in range(n_devices):
+                load_adapter_state(stage, device_adapter(n), adapter_state(stage, GLOBAL))
+        make_opt = make_optimizer_factory(setup.train)
+        codecs = (build_codec(setup.codec.up), build_codec(setup.codec.down))
+        devices = list(range(n_devices))
+        if self.split:
+            self.server = SplitServer(
+                stages[1], stages[0], devices, adapters, make_opt, codecs, self.model.config.hidden_size,
+                setup.max_message_bytes, setup.seed, self.shared_server_adapter, self.server_copies,
+            )
+        else:
+            self.server = AdapterServer(stages[0], devices, adapters, relay=False,
+                                        max_message_bytes=setup.max_message_bytes)
+        self.transport = transport or InProcessTransport(self.server.handlers())
+        flops = (FlopMeter(), FlopMeter())
+        self.devices = [
+            DeviceWorker(
+                n, stages[0], shuffled_batches(
+                    data, setup.train.batch_size, derive_seed(setup.seed, n), setup.train.group_by_length
+                ),
+                size, make_opt, codecs, self.transport, adapters, flops, seed=setup.seed,
+            )
+            for n, (data, size) in enumerate(zip(setup.device_data, setup.sizes))
+        ]
+        self.federation = Federation(
+            self.devices, self.server, self.transport, [local_steps(setup.train, s) for s in setup.sizes],
+            self.layout, setup.distribution, setup.turn_order, setup.seed,
+        )
+
+    def optimizers(self):
+        return [d.optimizer for d in self.devices] + list(getattr(self.server, "optimizers", {}).values())
+
+    def run_round(self, round_idx: int) -> RoundResult:
+        set_lr(self.optimizers(), round_lr(self.setup.train, round_idx))
+        work, losses = self.federation.run_round(round_idx)
+        if self.setup.train.reset_optimizer:
+            for opt in self.optimizers():
+                opt.state.clear()
+        device_peaks = [m for m in (d.memory.reset() for d in self.devices) if m is not None]
+        return RoundResult(
+            loss=sum(losses) / len(losses),
+            work=work,
+            device_memory=max(device_peaks, key=lambda m: m.total),
+            server_memory=self.server.memory.reset(),
+            compression=self._compression() if self.split else {},
+        )
+
+    def _compression(self) -> dict[str, float | None]:
+        out = {}
+        for direction in ("up", "down"):
+            raw, frame, message = (sum(d.cut_bytes[direction][i] for d in self.devices) for i in range(3))
+            out[direction] = raw / message if message else None
+            out[f"{direction}_codec"] = raw / frame if frame else None
+        return out
+
+    def evaluate(self) -> tuple[float, float]:
+        self.model.set_adapter(GLOBAL)
+        return evaluate(self.model, self.setup.test_data, self.setup.train.eval_batch_size)
+
+    def save_adapter(self, path) -> None:
+        self.model.save_pretrained(str(path), selected_adapters=[GLOBAL])
