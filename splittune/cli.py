@@ -194,6 +194,41 @@ def sweep_codec(
         _fail(str(e))
 
 
+@app.command()
+def compare(
+    args: Annotated[Optional[list[str]], typer.Argument(help="[CONFIG.yaml] then key=value overrides of the base config every row shares. " + OVERRIDES_HELP)] = None,
+    schemes: Annotated[str, typer.Option(help="Rows, comma separated: fl, sl, sfl, sft, central, or sft-nocomp (sft with codec.up=none codec.down=none, the paper's 'SFT w/o compression').")] = "fl,sl,sfl,sft-nocomp,sft",
+    variant: Annotated[Optional[list[str]], typer.Option(help="Extra row NAME:key=value,key=value (repeatable), e.g. sft-rho0.1:codec.up=topk+sq+ans,codec.up.rho=0.1. Its scheme is scheme= if given, else the longest scheme name NAME starts with.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Seeds, comma separated (e.g. 0,1,2): every row runs once per seed (seed=k); tables give mean ± std. Default: the config's seed, once.")] = None,
+    targets: Annotated[str, typer.Option(help="Accuracy targets for time/rounds to target, comma separated: fl-best (best accuracy of the fl row), common (highest accuracy every row reaches), or a number in (0, 1].")] = "fl-best,common",
+    out: Annotated[Optional[Path], typer.Option(help="Compare folder (default: output_dir/compare-<time>); one run folder per row (row/seed<k> with several seeds).")] = None,
+    quick: Annotated[bool, typer.Option(help="A fast look, not the experiment: train.rounds=4 unless the config file or the overrides set train.rounds.")] = False,
+    verbose: Annotated[bool, typer.Option(help="Show every run's own output (partition, per-round bar, summary).")] = False,
+):
+    """Compare training schemes on one task: every row runs the same base config with its own scheme (and a
+    variant's overrides). Writes compare.csv, compare.md (tables: accuracy, time and rounds to target in
+    simulated seconds, bytes by kind, compression, memory, energy, wall time) and accuracy_vs_time.png,
+    accuracy_vs_round.png, communication.png, round_phases.png, memory.png. Settings a scheme does not read
+    are reported, not silently dropped. Options are checked and every config loaded before any training."""
+    import shlex
+
+    from splittune.experiments import compare as cmp
+
+    args = list(args or [])
+    command = shlex.join(["splittune", "compare", *args, f"--schemes={schemes}",
+                          *[f"--variant={v}" for v in variant or []], *([f"--seeds={seeds}"] if seeds else []),
+                          f"--targets={targets}", *([f"--out={out}"] if out else []), *(["--quick"] if quick else [])])
+    try:
+        rows = cmp.parse_rows(schemes, variant or [])
+        path, overrides = config_and_overrides(args)
+        cmp.compare(path, overrides, rows, cmp.parse_seeds(seeds), cmp.parse_targets(targets), out, command,
+                    console, quick=quick, verbose=verbose)
+    except ConfigError as e:
+        _fail(f"invalid configuration\n{e}")
+    except ValueError as e:
+        _fail(str(e))
+
+
 def main() -> None:
     app()
 

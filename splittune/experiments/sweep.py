@@ -41,7 +41,8 @@ LOSSLESS = ("ans", "zstd")
 DEFAULT_MODEL_PATH = Path(splittune.planning.__file__).parent / "data" / "accuracy_default.json"
 TAIL = 0.25  # share of the last rounds whose test accuracy is averaged
 FIELDS = ("codec", "rho", "levels", "lossless", "final_accuracy", "best_accuracy", "tail_accuracy", "delta_accuracy",
-          "relative_accuracy", "compression_up", "compression_down", "bytes_total", "wall_s", "run")
+          "relative_accuracy", "compression_up", "compression_down", "compression_up_codec", "compression_down_codec",
+          "bytes_total", "wall_s", "run")
 
 
 class SweepError(ValueError):
@@ -158,7 +159,9 @@ def row(point: Point, summary: dict, none: dict | None, out: Path) -> dict:
         "final_accuracy": summary["final_accuracy"], "best_accuracy": summary["best_accuracy"],
         "tail_accuracy": acc,
         "delta_accuracy": acc - base, "relative_accuracy": acc / base if base else float("nan"),
-        "compression_up": summary["compression_up"], "compression_down": summary["compression_down"],
+        "compression_up": summary.get("compression_up"), "compression_down": summary.get("compression_down"),
+        "compression_up_codec": summary.get("compression_up_codec"),
+        "compression_down_codec": summary.get("compression_down_codec"),
         "bytes_total": summary["bytes_up_total"] + summary["bytes_down_total"],
         "wall_s": summary["wall_s"], "run": str(Path(summary["run_dir"]).relative_to(out)),
     }

@@ -3,7 +3,7 @@
 - Compute: E = kappa * f^2 * cycles, cycles = FLOPs / D (a core retires D FLOPs per cycle; the
   cycles of all C cores add up), i.e. full-load power kappa * C * f^3 for the time FLOPs/(f C D).
 - Transmit: E = P_tx * airtime; a device pays for its uplink airtime (IT, LT), the server for its
-  downlink airtime (GT, ED and adapter broadcast counted once per device it reaches).
+  downlink airtime (GT, unicast ED, and a broadcast once, for as long as its slowest receiver needs).
 Reception, idle and radio-electronics power are not modelled. kappa and P_tx come from the
 profiles (see `profiles` for the defaults and their sources).
 """

@@ -28,3 +28,21 @@ class InProcessTransport:
         if handler is None:
             raise ValueError(f"unknown method {method!r}; the server offers {sorted(self.handlers)}")
         return handler(bytes(request))
+
+
+class MeteredTransport:
+    """Wraps a transport and counts every byte that crosses it: requests go up, replies come down.
+
+    What the schemes report is checked against this count (bytes reported == bytes sent)."""
+
+    def __init__(self, inner: Transport):
+        self.inner = inner
+        self.calls: dict[str, int] = {}
+        self.bytes_up = self.bytes_down = 0
+
+    def call(self, method: str, request: bytes) -> bytes:
+        reply = self.inner.call(method, request)
+        self.calls[method] = self.calls.get(method, 0) + 1
+        self.bytes_up += len(request)
+        self.bytes_down += len(reply)
+        return reply

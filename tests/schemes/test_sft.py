@@ -5,49 +5,25 @@ import torch
 from torch import nn
 
 from splittune.codec import CodecConfig
-from splittune.models.lora import LoraSettings
-from splittune.models.tiny import tiny_batch, tiny_model
 from splittune.runtime.adapters import adapter_state
-from splittune.runtime.adapters import GLOBAL
-from splittune.schemes import SFT, Central, Setup
+from splittune.schemes import SFT, Central
 from splittune.schemes.config import CodecPair, TrainConfig
+from scheme_setups import global_state, make_setup
 
 
-def _no_dropout(model: nn.Module) -> nn.Module:
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-    return model
+def _setup(**kw):
+    return make_setup(**kw)
 
 
-def _data(family, n, seed):
-    b = tiny_batch(family, batch=n, seed=seed)
-    return b
-
-
-def _setup(family="bert", devices=1, codec=None, optimizer="sgd", steps=1, seed=0, dropout=False):
-    model = tiny_model(family, seed=seed)
-    if not dropout:
-        _no_dropout(model)
-    device_data = [_data(family, 12, seed=10 + n) for n in range(devices)]
-    return Setup(
-        model=model, device_data=device_data, test_data=_data(family, 8, seed=99),
-        train=TrainConfig(local_steps=steps, batch_size=4, optimizer=optimizer, lr=0.1, max_grad_norm=None),
-        lora=LoraSettings(rank=4), cut=2, codec=codec or CodecPair(), seed=seed,
-    )
-
-
-def _global_state(scheme) -> dict[str, torch.Tensor]:
-    from peft import get_peft_model_state_dict
-
-    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(scheme.model, adapter_name=GLOBAL).items()}
+def _global_state(scheme):
+    return global_state(scheme)
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_one_device_sft_round_equals_central(family, optimizer):
-    sft = SFT(_setup(family, optimizer=optimizer, steps=1))
-    central = Central(_setup(family, optimizer=optimizer, steps=1))
+    sft = SFT(_setup(family=family, optimizer=optimizer, steps=1))
+    central = Central(_setup(family=family, optimizer=optimizer, steps=1))
     before = _global_state(sft)
     assert sft.run_round(0).loss == pytest.approx(central.run_round(0).loss, rel=1e-6)
     a, b = _global_state(sft), _global_state(central)

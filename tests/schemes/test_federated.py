@@ -1,0 +1,100 @@
+"""What every device/server scheme shares: bytes counted at the transport, and FedAvg by data size."""
+
+import pytest
+import torch
+
+from splittune.codec import CodecConfig
+from splittune.runtime.adapters import GLOBAL, adapter_slots, copy_slots, device_adapter
+from splittune.runtime.messages import MessageKind, decode, decode_state_dict
+from splittune.runtime.transport import InProcessTransport, MeteredTransport
+from splittune.schemes import FL, SFL, SFT, SL
+from splittune.schemes.config import CodecPair
+from scheme_setups import make_setup
+
+CODEC = CodecPair(up=CodecConfig(kind="topk+sq+ans", rho=0.2, levels=16))
+
+
+def _metered(scheme_cls, **kw):
+    """A scheme whose every message goes through a byte-counting transport."""
+    holder = {}
+
+    class Late:  # the server's handlers exist only once the scheme has built its server
+        def call(self, method, request):
+            return holder["inner"].call(method, request)
+
+    meter = MeteredTransport(Late())
+    scheme = scheme_cls(make_setup(**kw), transport=meter)
+    holder["inner"] = InProcessTransport(scheme.server.handlers())
+    return scheme, meter
+
+
+@pytest.mark.parametrize("scheme_cls", [SFT, SFL, SL, FL])
+@pytest.mark.parametrize("distribution", ["broadcast", "unicast"])
+def test_reported_bytes_are_the_bytes_the_transport_carried(scheme_cls, distribution):
+    scheme, meter = _metered(scheme_cls, devices=3, steps=2, codec=CODEC, sizes=[4, 8, 12], distribution=distribution)
+    up = down = 0
+    for t in range(2):
+        result = scheme.run_round(t)
+        up, down = up + result.bytes_up, down + result.bytes_down
+        assert sum(result.bytes_by_kind.values()) == result.bytes_up + result.bytes_down
+    assert (up, down) == (meter.bytes_up, meter.bytes_down)
+    model_calls = meter.calls["download_model"]
+    assert model_calls == (1 if distribution == "broadcast" else 3)
+
+
+def test_broadcast_counts_the_model_once_and_unicast_once_per_device():
+    kinds = {}
+    for distribution in ("broadcast", "unicast"):
+        kinds[distribution] = SFT(make_setup(devices=3, distribution=distribution)).run_round(0).bytes_by_kind
+    assert kinds["unicast"]["model_down"] == 3 * kinds["broadcast"]["model_down"]
+    # the adapter messages name their receiver in the header: a byte or two apart
+    assert kinds["unicast"]["adapters_down"] == pytest.approx(3 * kinds["broadcast"]["adapters_down"], rel=1e-3)
+
+
+def _fedavg_by_hand(states, weights):
+    total = sum(weights)
+    return {k: sum(w / total * s[k].double() for s, w in zip(states, weights)).float() for k in states[0]}
+
+
+@pytest.mark.parametrize("scheme_cls", [SFT, FL])
+def test_global_adapter_is_the_data_weighted_fedavg_of_the_devices_updates(scheme_cls):
+    sizes = [4, 12, 20]  # unequal on purpose: equal sizes would hide wrong weights
+    scheme, meter = _metered(scheme_cls, devices=3, steps=2, sizes=sizes)
+    uploads = []
+    inner_call = meter.call
+
+    def spy(method, request):
+        if method == "upload_adapter":
+            msg = decode(request, expect=MessageKind.ADAPTER)
+            uploads.append((msg.meta["num_samples"], decode_state_dict(msg.section("state"))))
+        return inner_call(method, request)
+
+    scheme.transport.call = spy
+    for d in scheme.devices:
+        d.transport = scheme.transport
+    for t in range(3):
+        uploads.clear()
+        server_side = {}
+        if scheme_cls is SFT:
+            original = scheme.server.aggregate
+
+            def snapshot():
+                for n in range(3):
+                    server_side[n] = copy_slots(scheme.server.slots[device_adapter(n)])
+                return original()
+
+            scheme.server.aggregate = snapshot
+        scheme.run_round(t)
+        assert [w for w, _ in uploads] == sizes
+        expected = _fedavg_by_hand([s for _, s in uploads], sizes)
+        uniform = _fedavg_by_hand([s for _, s in uploads], [1, 1, 1])
+        got = copy_slots(scheme.server.device_global_slots)
+        for k in expected:
+            torch.testing.assert_close(got[k], expected[k], atol=1e-6, rtol=1e-5)
+        assert any(not torch.allclose(got[k], uniform[k], atol=1e-6) for k in got)
+        if scheme_cls is SFT:
+            expected_server = _fedavg_by_hand([server_side[n] for n in range(3)], sizes)
+            got_server = copy_slots(adapter_slots(scheme.server.stage, GLOBAL))
+            for k in expected_server:
+                torch.testing.assert_close(got_server[k], expected_server[k], atol=1e-6, rtol=1e-5)
+            scheme.server.aggregate = original
