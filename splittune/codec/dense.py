@@ -80,9 +80,12 @@ def unzstd(payload: bytes | memoryview, size: int) -> bytes:
         declared = zstandard.frame_content_size(payload)
         if declared != size:
             raise CodecError(f"zstd frame declares {declared} bytes of content, expected {size}")
-        return zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
+        out = zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
     except zstandard.ZstdError as err:
-        raise CodecError(f"zstd payload does not decompress: {err}") from None
+        raise CodecError(f"zstd payload does not decompress: {err or type(err).__name__}") from None
+    if len(out) != size:
+        raise CodecError(f"zstd frame decompressed to {len(out)} bytes, expected {size}")
+    return out
 
 
 # kind -> (encode(x in its own dtype, label) -> payload, decode(payload, frame) -> flat tensor)

@@ -108,19 +108,31 @@ def encode_bitmap(idx: np.ndarray, n: int) -> bytes:
     return pack(mask)
 
 
+def max_golomb_bytes(k: int, n: int, m: int) -> int:
+    """The longest Golomb code of ``k`` sorted positions among ``n``: the gaps sum to at most n - k,
+    so the unary quotients take at most (n - k) // m + k bits, the remainders at most k * b."""
+    return ((n - k) // m + k * (1 + (m - 1).bit_length()) + 7) // 8
+
+
 def decode_bitmap(buf: bytes | memoryview, k: int, n: int) -> np.ndarray:
     if len(buf) != (n + 7) // 8:
         raise ValueError(f"a bitmap of {n} positions has {(n + 7) // 8} bytes, not {len(buf)}")
-    idx = np.flatnonzero(exact(unpack(buf), n))
-    if len(idx) != k:
-        raise ValueError(f"bitmap marks {len(idx)} positions, the message says {k}")
-    return idx
+    mask = exact(unpack(buf), n)
+    marked = int(np.count_nonzero(mask))  # before flatnonzero, which would allocate 8 bytes per mark
+    if marked != k:
+        raise ValueError(f"bitmap marks {marked} positions, the message says {k}")
+    return np.flatnonzero(mask)
+
+
+def golomb_parameter_for(k: int, n: int) -> int:
+    """The m that :func:`encode_positions` uses for ``k`` positions among ``n``."""
+    return golomb_parameter(k / n) if k else 1
 
 
 def encode_positions(idx: np.ndarray, n: int, choice: str) -> tuple[int, int, bytes]:
     """(method, Golomb m, bytes) for sorted positions ``idx`` among ``n``; ``choice`` is
     ``auto`` (smaller of the two), ``bitmap`` or ``golomb``."""
-    m = golomb_parameter(len(idx) / n) if len(idx) else 1
+    m = golomb_parameter_for(len(idx), n)
     if choice != "bitmap":
         fields = golomb_fields(gaps_of(idx), m)
         if choice == "golomb" or golomb_bits(fields, m) < n:
@@ -134,6 +146,11 @@ def decode_positions(buf: bytes | memoryview, method: int, m: int, k: int, n: in
         return decode_bitmap(buf, k, n)
     if method != GOLOMB:
         raise ValueError(f"unknown positions method {method}")
+    if not 1 <= m <= MAX_GOLOMB_M:
+        raise ValueError(f"Golomb parameter {m} outside [1, {MAX_GOLOMB_M}]")
+    if len(buf) > max_golomb_bytes(k, n, m):
+        raise ValueError(f"{len(buf)} bytes of Golomb code; {k} positions among {n} need at most "
+                         f"{max_golomb_bytes(k, n, m)}")
     idx = np.cumsum(decode_golomb(buf, k, m) + 1) - 1
     if k and idx[-1] >= n:
         raise ValueError(f"Golomb-coded position {idx[-1]} is outside the tensor's {n} elements")

@@ -9,8 +9,11 @@ Payload layout (little-endian)::
     topk+sq*:  s_min (float32) | s_max (float32) | K sign bits (packed, 1 = negative) | level indices
 
 The decoder rejects a payload whose K is not what the frame's shape, ρ and per_token imply, and
-one too short to hold K entries (each costs at least one bit of position and one of value), before
-allocating anything, so what it allocates is bounded by the payload's size and ρ.
+one too short to hold K entries (each costs at least one bit of position and one of value), and
+checks every section's length against what K entries among n can need (positions.max_golomb_bytes,
+the exact sizes of a bitmap, the signs and bit-packed indices, the zstd frame's declared size)
+before unpacking it. So what it allocates is bounded by the declared shape, which the receiver
+bounds before decoding (`Codec.decode(shape=, max_numel=)`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 from . import bits
 from .config import CodecConfig
-from .positions import decode_positions, encode_positions
+from .positions import decode_positions, encode_positions, golomb_parameter_for
 from .quantize import dequantize, quantize
 from .symbols import CODERS
 from .topk import expected_count, select
@@ -60,6 +63,8 @@ def decode_sparse(payload: memoryview, shape: tuple[int, ...], cfg: CodecConfig)
     if pos_len + values_len > len(rest):
         raise CodecError(f"{k} entries need {pos_len} bytes of positions and at least {values_len} of values; "
                          f"{len(rest)} bytes remain")
+    if m != golomb_parameter_for(k, n):  # the encoder's choice, whichever method it took
+        raise CodecError(f"Golomb parameter {m}; {k} positions among {n} take m = {golomb_parameter_for(k, n)}")
     idx = decode_positions(rest[:pos_len], method, m, k, n)
     rest = rest[pos_len:]
     out = np.zeros(n, dtype=np.float32)

@@ -47,6 +47,8 @@ def encode_raw(index: np.ndarray, levels: int) -> bytes:
 
 def decode_raw(buf: memoryview, k: int, levels: int) -> np.ndarray:
     w = _width(levels)
+    if len(buf) != (k * w + 7) // 8:  # before unpacking: 8 bytes of bits per byte
+        raise ValueError(f"{k} level indices of {w} bits need {(k * w + 7) // 8} bytes, not {len(buf)}")
     return _checked(bits.from_bits(bits.exact(bits.unpack(buf), k * w), w), k, levels)
 
 
@@ -96,6 +98,9 @@ def decode_ans(width: int, buf: memoryview, k: int, levels: int) -> np.ndarray:
         raise ValueError(f"ANS histogram counts {int(counts.sum())} symbols, expected {k}")
     if k == 0:
         return np.zeros(0, dtype=np.int64)
+    words = (len(buf) - hist) // 4
+    if words > k + 2:  # a symbol costs at most the model's 24-bit precision, under one word
+        raise ValueError(f"ANS stream of {words} words is longer than {k} symbols can need")
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(buf[hist:], dtype="<u4").astype(np.uint32))
     return _checked(coder.decode(_model(counts), k).astype(np.int64), k, levels)
 

@@ -59,6 +59,20 @@ class Frame:
         return math.prod(self.shape)
 
 
+def shape_problem(shape: tuple[int, ...], max_numel: int = MAX_NUMEL) -> str | None:
+    """Why ``shape`` cannot be a tensor's here, or None. Besides the element count, the product of the
+    non-zero dimensions is bounded too: (0, 2**32 - 1, 2**32 - 1) holds no element, but its strides
+    overflow int64 and torch refuses to view anything with it."""
+    if len(shape) > MAX_NDIM:
+        return f"{len(shape)} dimensions; at most {MAX_NDIM} are allowed"
+    numel = math.prod(shape)
+    if numel > max_numel:
+        return f"{numel} elements; at most {max_numel} are allowed"
+    if math.prod(max(d, 1) for d in shape) > MAX_NUMEL:
+        return f"shape {tuple(shape)}: its non-zero dimensions multiply to more than {MAX_NUMEL}"
+    return None
+
+
 def header_size(ndim: int) -> int:
     """Bytes of framing in front of the payload of a tensor with ``ndim`` dimensions."""
     return _FIXED.size + 4 * ndim + _CRC.size
@@ -66,10 +80,9 @@ def header_size(ndim: int) -> int:
 
 def pack(kind_id: int, dtype: torch.dtype, per_token: bool, rho: float, levels: int,
          shape: tuple[int, ...], payload: bytes) -> bytes:
-    if len(shape) > MAX_NDIM:
-        raise CodecError(f"tensor has {len(shape)} dimensions; at most {MAX_NDIM} are supported")
-    if math.prod(shape) > MAX_NUMEL:
-        raise CodecError(f"tensor has {math.prod(shape)} elements; at most {MAX_NUMEL} are supported")
+    problem = shape_problem(tuple(shape))
+    if problem:
+        raise CodecError(f"tensor has {problem}")
     head = _FIXED.pack(MAGIC, VERSION, kind_id, DTYPES.index(dtype), PER_TOKEN if per_token else 0,
                        rho, levels, len(shape), len(payload))
     head += struct.pack(f"<{len(shape)}I", *shape)
@@ -108,6 +121,7 @@ def unpack(data: bytes | bytearray | memoryview) -> Frame:
         raise CodecError(f"unknown dtype id {dtype_id}")
     if flags & ~PER_TOKEN:
         raise CodecError(f"unknown flag bits {flags:#04x}")
-    if math.prod(shape) > MAX_NUMEL:
-        raise CodecError(f"header claims {math.prod(shape)} elements; at most {MAX_NUMEL} are allowed")
+    problem = shape_problem(shape)
+    if problem:
+        raise CodecError(f"header claims {problem}")
     return Frame(kind_id, DTYPES[dtype_id], bool(flags & PER_TOKEN), rho, levels, tuple(shape), payload)

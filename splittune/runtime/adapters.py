@@ -104,3 +104,15 @@ def fedavg(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) 
         key: sum((w / total) * s[key].to(torch.float64) for s, w in zip(states, weights)).to(states[0][key].dtype)
         for key in states[0]
     }
+
+
+def check_upload(slots: dict[str, nn.Parameter], state: dict[str, torch.Tensor], where: str = "the stage") -> None:
+    """Raise ValueError unless `state` could replace the slots: the same keys and shapes, each tensor
+    floating point of its slot's dtype (an int64 upload would truncate the weights when cast), and finite."""
+    check_state(slots, state, where)
+    for key, p in slots.items():
+        t = state[key]
+        if not t.is_floating_point() or t.dtype != p.dtype:
+            raise ValueError(f"adapter slot {key}: dtype {t.dtype}; {where} holds {p.dtype}")
+        if t.numel() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"adapter slot {key}: {int((~torch.isfinite(t)).sum())} values are NaN or Inf")

@@ -27,7 +27,15 @@ from splittune.runtime.adapters import (
     own_parameters,
 )
 from splittune.runtime.batches import derive_seed, seed_dropout
-from splittune.runtime.messages import Message, MessageError, MessageKind, decode, decode_state_dict, encode_state_dict
+from splittune.runtime.messages import (
+    Message,
+    MessageError,
+    MessageKind,
+    decode,
+    decode_state_dict,
+    encode_state_dict,
+    state_spec,
+)
 from splittune.runtime.metering import ActivationMeter, FlopMeter, PeakMemory, memory_breakdown, tensor_bytes
 from splittune.runtime.transport import Transport
 
@@ -61,6 +69,7 @@ class DeviceWorker:
         self.memory = PeakMemory()
         # [raw fp32 bytes of the cut tensor, its codec frame, the whole message] per direction
         self.cut_bytes = {"up": [0, 0, 0], "down": [0, 0, 0]}
+        self.round = 0  # the round of the latest local step; an upload names it, so the server can bind it
 
     def _call(self, method: str, request: Message, work: DeviceRoundWork) -> bytes:
         """Send a request whose reply carries the payload; the request itself is control traffic."""
@@ -76,10 +85,11 @@ class DeviceWorker:
         work.model_down_bytes += len(reply)
 
     def receive_model(self, reply: bytes) -> None:
-        state = decode_state_dict(decode(reply, expect=MessageKind.MODEL).section("state"))
         own = frozen_state(self.stage, self.all_adapters)
-        if state.keys() != own.keys() or any(state[k].shape != own[k].shape for k in own):
-            raise MessageError(f"device {self.index} was sent blocks that do not match its stage {self.stage}")
+        try:
+            state = decode_state_dict(decode(reply, expect=MessageKind.MODEL).section("state"), expect=state_spec(own))
+        except MessageError as e:
+            raise MessageError(f"device {self.index} was sent blocks that do not match its stage {self.stage}: {e}") from None
         with torch.no_grad():
             for name, tensor in own.items():
                 tensor.copy_(state[name])
@@ -91,11 +101,13 @@ class DeviceWorker:
         work.adapter_down_bytes += len(reply)
 
     def receive_adapter(self, reply: bytes) -> None:
-        state = decode_state_dict(decode(reply, expect=MessageKind.ADAPTER).section("state"))
+        state = decode_state_dict(decode(reply, expect=MessageKind.ADAPTER).section("state"),
+                                  expect={k: (tuple(p.shape), p.dtype) for k, p in self.slots.items()})
         load_slots(self.slots, state, f"device {self.index}'s adapter")
 
     def upload_adapter(self, work: DeviceRoundWork) -> None:
-        msg = Message(MessageKind.ADAPTER, device=self.index, meta={"num_samples": self.num_samples})
+        msg = Message(MessageKind.ADAPTER, device=self.index, meta={"num_samples": self.num_samples,
+                                                                       "round": self.round})
         msg.sections["state"] = encode_state_dict(copy_slots(self.slots))
         request = msg.encode()
         reply = self.transport.call("upload_adapter", request)
@@ -105,6 +117,7 @@ class DeviceWorker:
 
     def train_step(self, round_idx: int, step: int, work: DeviceRoundWork) -> float:
         """One local step on the next mini-batch; returns its training loss."""
+        self.round = round_idx
         batch = next(self.batches)
         activate(self.stage, self.adapter)
         seed_dropout(derive_seed(self.seed, self.index, round_idx, step, 0))
@@ -147,10 +160,8 @@ class DeviceWorker:
         self._count("up", acts.hidden, msg.sections["hidden"], request)
         raw_reply = self.transport.call("train_step", request)
         reply = decode(raw_reply, expect=MessageKind.GRADIENTS)
-        grad = self.down.decode(reply.section("gradient"))
+        grad = self.down.decode(reply.section("gradient"), shape=tuple(acts.hidden.shape), dtype=acts.hidden.dtype)
         self._count("down", grad, reply.section("gradient"), raw_reply)
-        if grad.shape != acts.hidden.shape:
-            raise MessageError(f"gradient of shape {tuple(grad.shape)} for activations of shape {tuple(acts.hidden.shape)}")
         return float(reply.meta["loss"]), float(reply.meta["server_flops"]), len(request), len(raw_reply), grad
 
     def _count(self, direction: str, tensor: torch.Tensor, frame: bytes, message: bytes) -> None:

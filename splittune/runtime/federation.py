@@ -57,7 +57,7 @@ class Federation:
         order = self.order(round_idx)
         work = RoundWork([DeviceRoundWork(device=i) for i in order], self.layout.schedule, self.layout.server)
         works = {w.device: w for w in work.devices}
-        self.server.start_round()
+        self.server.start_round(round_idx)
         if round_idx == 0:
             self._distribute("model", work, works)
         losses: list[float] = []

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -41,10 +42,32 @@ _PREFIX = struct.Struct("<4sBBI")
 _RAW_DTYPES = {d: getattr(torch, d) for d in ("uint8", "int8", "int16", "int32", "int64")}  # narrowest first
 _LENGTH_DTYPES = ("uint8", "uint16", "uint32")
 MAX_MASK_ELEMENTS = 1 << 24  # a lengths section is tiny whatever B x N it claims, so bound what it may expand to
+MAX_DEPTH = 8  # JSON nesting of a header: {"sections": [{"shape": [..]}]} is 4 deep
+MAX_SECTIONS = 64
+MAX_NAME = 128  # characters of a section name
+MAX_ID = (1 << 31) - 1  # device indices, steps, rounds and dimensions are below this
+MAX_DIMS = 8
+_HEADER_KEYS = {"device", "step", "meta", "sections"}
+_SECTION_KEYS = {"name", "length", "dtype", "shape", "encoding"}
+_SECTION_DTYPES = set(_RAW_DTYPES) | set(_LENGTH_DTYPES)
+_MASK_ENCODINGS = ("lengths", "bitmap")
+MAX_STATE_HEADER = 1 << 24  # a safetensors header: one small JSON entry per tensor
+# safetensors dtype names this project sends (adapters, frozen blocks)
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+              "BOOL": torch.bool}
+_MISSING = object()
 
 
 class MessageError(ValueError):
-    """A message that is malformed, truncated, oversized or of the wrong kind."""
+    """A message that is malformed, truncated, oversized or of the wrong kind.
+
+    ``reason`` is a short stable tag (``malformed``, ``wrong_kind``, ``oversize``, ...) that a
+    receiver counts rejections by; the message says what exactly is wrong."""
+
+    def __init__(self, message: str, reason: str = "malformed"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class MessageKind(IntEnum):
@@ -85,7 +108,7 @@ class Message:
         info, data = self.section_info.get(name, {}), self.section(name)
         dtype = _RAW_DTYPES.get(info.get("dtype"))
         shape = info.get("shape")
-        if dtype is None or not _is_shape(shape):
+        if type(info.get("dtype")) is not str or dtype is None or not _is_shape(shape):
             raise MessageError(f"section {name!r}: bad dtype/shape {info}")
         if math.prod(shape) * dtype.itemsize != len(data):
             raise MessageError(f"section {name!r}: {len(data)} bytes do not hold a {info['dtype']} tensor of shape {shape}")
@@ -147,24 +170,129 @@ class Message:
             raise MessageError(f"{self.kind.name} message has no section {name!r} (has {list(self.sections)})")
         return self.sections[name]
 
+    def meta_int(self, key: str, lo: int = 0, hi: int = MAX_ID, default=_MISSING) -> int:
+        """``meta[key]`` as a JSON integer in [lo, hi] (not a bool, string or float)."""
+        value = self.meta.get(key, default)
+        if value is _MISSING:
+            raise MessageError(f"{self.kind.name} message has no meta field {key!r}")
+        if type(value) is not int or not lo <= value <= hi:
+            raise MessageError(f"meta field {key!r} is {value!r}; expected an integer in [{lo}, {hi}]")
+        return value
+
+    def meta_number(self, key: str, lo: float = -math.inf, hi: float = math.inf, default=_MISSING) -> float:
+        """``meta[key]`` as a finite JSON number in [lo, hi] (not a bool or a string)."""
+        value = self.meta.get(key, default)
+        if value is _MISSING:
+            raise MessageError(f"{self.kind.name} message has no meta field {key!r}")
+        if type(value) not in (int, float) or not math.isfinite(value) or not lo <= value <= hi:
+            raise MessageError(f"meta field {key!r} is {value!r}; expected a finite number in [{lo}, {hi}]")
+        return float(value)
+
 
 def _is_shape(shape) -> bool:
-    return isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)  # JSON true is no size
+    """A list of at most MAX_DIMS JSON integers (true is no size) >= 0 whose non-zero entries multiply to at
+    most MAX_ID: (0, 2**40) holds no element, but its strides overflow and torch cannot view it."""
+    return (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(type(s) is int and 0 <= s <= MAX_ID for s in shape)
+            and math.prod(max(s, 1) for s in shape) <= MAX_ID)
 
 
 def _mask_shape(name: str, shape) -> tuple[int, int]:
-    if not _is_shape(shape) or len(shape) != 2:
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(s) is int and s >= 0 for s in shape)):
         raise MessageError(f"section {name!r}: bad mask shape {shape!r}, expected [B, N]")
-    if shape[0] * shape[1] > MAX_MASK_ELEMENTS:
+    # each side too: a [0, 10**12] mask holds nothing, but np.arange(N) would not fit in memory
+    if max(shape[0], 1) * max(shape[1], 1) > MAX_MASK_ELEMENTS:
         raise MessageError(f"section {name!r}: a {shape[0]}x{shape[1]} mask exceeds {MAX_MASK_ELEMENTS} elements")
     return shape[0], shape[1]
 
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _nesting(raw: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest (strings skipped), without recursing."""
+    brackets = np.frombuffer(_STRING.sub(b'""', raw).translate(None, _BRACKETS), dtype=np.uint8)
+    if not len(brackets):
+        return 0
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max())
+
+
+def _unique_keys(pairs: list) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = [k for k, _ in pairs]
+        raise ValueError(f"duplicate key {next(k for k in seen if seen.count(k) > 1)!r}")
+    return out
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} overflows a float")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(raw: bytes, what: str, max_depth: int = MAX_DEPTH):
+    """Strict JSON: UTF-8, nested at most ``max_depth`` deep, no NaN/Infinity, no float that overflows,
+    no duplicate object keys. Raises MessageError."""
+    if _nesting(raw) > max_depth:
+        raise MessageError(f"{what} nests deeper than {max_depth} levels")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_float=_finite_float, parse_constant=_no_constant,
+                          object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise MessageError(f"{what} is not valid JSON: {e}") from None
+
+
+def _int(value, what: str, lo: int, hi: int) -> int:
+    if type(value) is not int or not lo <= value <= hi:  # JSON true, "3" and 2.9 are no integers
+        raise MessageError(f"malformed message header: {what} is {value!r}; expected an integer in [{lo}, {hi}]")
+    return value
+
+
+def _section_spec(spec, seen: set[str], room: int) -> tuple[str, int, dict]:
+    if type(spec) is not dict or not {"name", "length"} <= spec.keys() <= _SECTION_KEYS:
+        raise MessageError(f"malformed message header: section entry {spec!r} must hold name and length "
+                           f"and nothing but {sorted(_SECTION_KEYS)}")
+    name = spec["name"]
+    if type(name) is not str or not 0 < len(name) <= MAX_NAME:
+        raise MessageError(f"malformed message header: section name {name!r} is not a string of 1..{MAX_NAME} characters")
+    if name in seen:
+        raise MessageError(f"malformed message header: duplicate section {name!r}")
+    seen.add(name)
+    length = _int(spec["length"], f"section {name!r} length", 0, room)
+    info = {k: v for k, v in spec.items() if k not in ("name", "length")}
+    if "dtype" in info and (type(info["dtype"]) is not str or info["dtype"] not in _SECTION_DTYPES):
+        raise MessageError(f"malformed message header: section {name!r} dtype {info['dtype']!r} is not one of "
+                           f"{sorted(_SECTION_DTYPES)}")
+    if "shape" in info and not _is_shape(info["shape"]):
+        raise MessageError(f"malformed message header: section {name!r} shape {info['shape']!r} is not at most "
+                           f"{MAX_DIMS} integers in [0, {MAX_ID}] with a product of at most {MAX_ID}")
+    if "encoding" in info and (type(info["encoding"]) is not str or info["encoding"] not in _MASK_ENCODINGS):
+        raise MessageError(f"malformed message header: section {name!r} encoding {info['encoding']!r} is not one of "
+                           f"{list(_MASK_ENCODINGS)}")
+    return name, length, info
+
+
 def decode(data: bytes | bytearray | memoryview, *, expect: MessageKind | None = None, max_bytes: int | None = None) -> Message:
-    """Parse and validate a message; anything malformed raises `MessageError`."""
-    data = memoryview(data)
+    """Parse and validate a message; anything malformed raises `MessageError` (and nothing else).
+
+    The header is strict JSON (`parse_json`) of exactly {"device", "step", "meta", "sections"}:
+    device and step are JSON integers in [-1, MAX_ID], meta an object, sections a list of at most
+    MAX_SECTIONS entries with unique names, integer lengths that add up to the message, and dtype,
+    shape and encoding (if present) from their whitelists. The message is never copied into more
+    than its sections' bytes: the decoded size of a section is bounded by the accessor that reads
+    it (`raw`, `mask`) or by the codec the receiver hands it to."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MessageError(f"expected bytes, got {type(data).__name__}")
+    data = memoryview(data).cast("B")
     if max_bytes is not None and len(data) > max_bytes:
-        raise MessageError(f"message of {len(data)} bytes exceeds the limit of {max_bytes} bytes")
+        raise MessageError(f"message of {len(data)} bytes exceeds the limit of {max_bytes} bytes", "oversize")
     if len(data) < _PREFIX.size:
         raise MessageError(f"message of {len(data)} bytes is shorter than the {_PREFIX.size}-byte prefix")
     magic, version, kind, hlen = _PREFIX.unpack_from(data)
@@ -177,26 +305,30 @@ def decode(data: bytes | bytearray | memoryview, *, expect: MessageKind | None =
     except ValueError:
         raise MessageError(f"unknown message kind {kind}") from None
     if expect is not None and kind != expect:
-        raise MessageError(f"expected a {expect.name} message, got {kind.name}")
+        raise MessageError(f"expected a {expect.name} message, got {kind.name}", "wrong_kind")
     if hlen > MAX_HEADER or _PREFIX.size + hlen > len(data):
         raise MessageError(f"header length {hlen} does not fit in a {len(data)}-byte message")
-    try:
-        header = json.loads(bytes(data[_PREFIX.size : _PREFIX.size + hlen]))
-        specs = header["sections"]
-        device, step, meta = int(header["device"]), int(header["step"]), dict(header["meta"])
-        lengths = [int(s["length"]) for s in specs]
-        names = [str(s["name"]) for s in specs]
-    except (ValueError, KeyError, TypeError) as e:
-        raise MessageError(f"malformed message header: {e}") from None
-    if any(n < 0 for n in lengths) or _PREFIX.size + hlen + sum(lengths) != len(data):
-        raise MessageError(
-            f"sections claim {sum(lengths)} bytes but the message carries {len(data) - _PREFIX.size - hlen}"
-        )
+    header = parse_json(bytes(data[_PREFIX.size : _PREFIX.size + hlen]), "message header")
+    if type(header) is not dict or header.keys() != _HEADER_KEYS:
+        keys = sorted(header) if type(header) is dict else type(header).__name__
+        raise MessageError(f"malformed message header: has {keys}, expected {sorted(_HEADER_KEYS)}")
+    device = _int(header["device"], "device", -1, MAX_ID)
+    step = _int(header["step"], "step", -1, MAX_ID)
+    meta, specs = header["meta"], header["sections"]
+    if type(meta) is not dict:
+        raise MessageError(f"malformed message header: meta is {type(meta).__name__}, expected an object")
+    if type(specs) is not list or len(specs) > MAX_SECTIONS:
+        raise MessageError(f"malformed message header: sections must be a list of at most {MAX_SECTIONS} entries")
+    room, seen = len(data) - _PREFIX.size - hlen, set()
+    parsed = [_section_spec(spec, seen, room) for spec in specs]
+    total = sum(length for _, length, _ in parsed)
+    if total != room:
+        raise MessageError(f"sections claim {total} bytes but the message carries {room}")
     msg = Message(kind, device, step, meta)
     offset = _PREFIX.size + hlen
-    for spec, name, length in zip(specs, names, lengths):
+    for name, length, info in parsed:
         msg.sections[name] = bytes(data[offset : offset + length])
-        msg.section_info[name] = {k: v for k, v in spec.items() if k not in ("name", "length")}
+        msg.section_info[name] = info
         offset += length
     return msg
 
@@ -205,8 +337,47 @@ def encode_state_dict(state: dict[str, torch.Tensor]) -> bytes:
     return save_safetensors({k: v.detach().contiguous() for k, v in state.items()})
 
 
-def decode_state_dict(data: bytes) -> dict[str, torch.Tensor]:
+StateSpec = dict[str, tuple[tuple[int, ...], torch.dtype]]
+
+
+def state_spec(state: dict[str, torch.Tensor]) -> StateSpec:
+    """What a state dict like ``state`` must hold: every name with its shape and dtype."""
+    return {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
+
+
+def _state_header(data: bytes) -> dict:
+    if len(data) < 8:
+        raise MessageError(f"adapter section of {len(data)} bytes is not a valid safetensors blob: too short")
+    (n,) = struct.unpack_from("<Q", data)
+    if n > MAX_STATE_HEADER or 8 + n > len(data):
+        raise MessageError(f"adapter section is not a valid safetensors blob: header length {n} does not fit "
+                           f"in {len(data)} bytes")
+    header = parse_json(bytes(data[8 : 8 + n]), "safetensors header", max_depth=3)
+    if type(header) is not dict:
+        raise MessageError("adapter section is not a valid safetensors blob: header is not an object")
+    header.pop("__metadata__", None)
+    for name, entry in header.items():
+        if (type(entry) is not dict or entry.keys() != {"dtype", "shape", "data_offsets"}
+                or entry["dtype"] not in _ST_DTYPES or not _is_shape(entry["shape"])):
+            raise MessageError(f"adapter section is not a valid safetensors blob: bad entry {name!r}: {entry!r}"[:300])
+    return header
+
+
+def decode_state_dict(data: bytes, expect: StateSpec | None = None) -> dict[str, torch.Tensor]:
+    """A safetensors state dict; raises MessageError (and nothing else) unless it is well formed and,
+    with ``expect``, holds exactly those names, shapes and dtypes. Both are checked on the header,
+    before any tensor is read, so what this allocates is bounded by ``len(data)`` (and by ``expect``)."""
+    header = _state_header(data)
+    if expect is not None:
+        if header.keys() != expect.keys():
+            missing, extra = sorted(expect.keys() - header.keys()), sorted(header.keys() - expect.keys())
+            raise MessageError(f"state dict does not match: missing {missing[:3]}, unexpected {extra[:3]}", "bad_state")
+        for name, (shape, dtype) in expect.items():
+            got = (tuple(header[name]["shape"]), _ST_DTYPES[header[name]["dtype"]])
+            if got != (tuple(shape), dtype):
+                raise MessageError(f"state dict entry {name!r} is {got[1]} {list(got[0])}; expected {dtype} "
+                                   f"{list(shape)}", "bad_state")
     try:
-        return load_safetensors(data)
+        return load_safetensors(bytes(data))
     except Exception as e:  # safetensors raises its own error types for every malformed input
         raise MessageError(f"adapter section is not a valid safetensors blob: {e}") from None

@@ -13,18 +13,22 @@ every device's batches train in turn (`sl`). It runs the server forward with tha
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 
-from splittune.codec import Codec
+from splittune.codec import Codec, CodecError
 from splittune.models.split import Activations, Stage
 from splittune.network.memory import MemoryBreakdown
 from splittune.runtime.adapters import (
     GLOBAL,
     activate,
     adapter_slots,
-    check_state,
+    check_upload,
     copy_slots,
     device_adapter,
     fedavg,
@@ -34,21 +38,73 @@ from splittune.runtime.adapters import (
 )
 from splittune.runtime.batches import derive_seed, seed_dropout
 from splittune.runtime.device import OptimizerFactory
-from splittune.runtime.messages import Message, MessageError, MessageKind, decode, decode_state_dict, encode_state_dict
+from splittune.runtime.messages import (
+    MAX_ID,
+    Message,
+    MessageError,
+    MessageKind,
+    decode,
+    decode_state_dict,
+    encode_state_dict,
+    state_spec,
+)
 from splittune.runtime.metering import ActivationMeter, FlopMeter, PeakMemory, memory_breakdown, tensor_bytes
 
 BASE_STATION = -1  # the sender named in a request for a broadcast: the base station itself
+IGNORE_INDEX = -100  # labels of tokens a causal LM does not score
+log = logging.getLogger(__name__)
+
+
+def _guarded(handler: Callable[..., bytes]) -> Callable[..., bytes]:
+    """A handler that counts (and logs, once per reason) every request it rejects, then re-raises:
+    only `MessageError` and `CodecError` leave a handler, and a rejected request changes no state."""
+
+    @functools.wraps(handler)
+    def handle(self, request: bytes) -> bytes:
+        try:
+            return handler(self, request)
+        except (MessageError, CodecError) as err:
+            self._count_rejection(handler.__name__, err)
+            raise
+
+    return handle
+
+
+def _digest_tensors(h, tensors) -> None:
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 class AdapterServer:
+    """The device side's aggregator (or relay).
+
+    Every request is validated before it changes anything, and it is bound to the round the
+    federation started (`start_round(round_idx)`): an upload must come from a known device, for the
+    current round, once per round, hold exactly the device-side adapter's names, shapes and float
+    dtype with finite values, and report the data size the server holds for that device (`sizes`,
+    from the run's data split; without them the first size a device reports is registered and every
+    later upload must repeat it). FedAvg weights come from that record, never from a message.
+    Rejections raise `MessageError` (or `CodecError`) and are counted in `rejected` {reason: count}.
+    """
+
     def __init__(self, device_stage: Stage, devices: list[int], all_adapters: set[str], relay: bool,
-                 max_message_bytes: int):
+                 max_message_bytes: int, sizes: Sequence[int] | None = None):
         self.device_stage, self.devices, self.all_adapters = device_stage, devices, all_adapters
         self.relay, self.max_message_bytes = relay, max_message_bytes
         self.device_global_slots = adapter_slots(device_stage, GLOBAL)
+        self._device_spec = state_spec(copy_slots(self.device_global_slots))
         self._uploads: dict[int, tuple[float, dict[str, torch.Tensor]]] = {}
         self._model_message: bytes | None = None
         self.memory = PeakMemory()
+        if sizes is not None:
+            if len(sizes) != len(devices) or any(type(n) is not int or n < 1 for n in sizes):
+                raise ValueError(f"sizes must be one positive integer per device, got {list(sizes)} for {devices}")
+        self.sizes: dict[int, int] = dict(zip(devices, sizes)) if sizes is not None else {}
+        self.round, self._started = 0, False
+        self._next_step = dict.fromkeys(devices, 0)
+        self.rejected: dict[str, int] = {}  # reason -> requests rejected for it, over the whole run
 
     def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
         return {
@@ -57,37 +113,82 @@ class AdapterServer:
             "upload_adapter": self.receive_adapter,
         }
 
+    def _count_rejection(self, handler: str, err: Exception) -> None:
+        reason = getattr(err, "reason", "codec" if isinstance(err, CodecError) else "malformed")
+        first = reason not in self.rejected
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        if first:
+            log.warning("server rejected a %s request (%s): %s; later rejections for this reason are only counted",
+                        handler, reason, err)
+
     def _device(self, msg: Message, broadcast_ok: bool = False) -> int:
         if msg.device in self.devices or (broadcast_ok and msg.device == BASE_STATION):
             return msg.device
-        raise MessageError(f"message from unknown device {msg.device}; known devices: {self.devices}")
+        raise MessageError(f"message from unknown device {msg.device}; known devices: {self.devices}", "unknown_device")
 
+    def _request(self, request: bytes) -> int:
+        """A download request: an empty ACK from a known device or the base station."""
+        msg = decode(request, expect=MessageKind.ACK, max_bytes=self.max_message_bytes)
+        if msg.sections:
+            raise MessageError(f"a download request carries no sections; this one has {list(msg.sections)}")
+        return self._device(msg, broadcast_ok=True)
+
+    def _round_of(self, msg: Message) -> int:
+        r = msg.meta_int("round", 0, MAX_ID)
+        if r != self.round:
+            raise MessageError(f"device {msg.device} sent a {msg.kind.name} message for round {r}; this is round "
+                               f"{self.round}", "wrong_round")
+        return r
+
+    @_guarded
     def send_model(self, request: bytes) -> bytes:
-        self._device(decode(request, expect=MessageKind.ACK, max_bytes=self.max_message_bytes), broadcast_ok=True)
+        self._request(request)
         if self._model_message is None:  # the frozen blocks never change: encode them once
             msg = Message(MessageKind.MODEL)
             msg.sections["state"] = encode_state_dict(frozen_state(self.device_stage, self.all_adapters))
             self._model_message = msg.encode()
         return self._model_message
 
+    @_guarded
     def send_adapter(self, request: bytes) -> bytes:
-        n = self._device(decode(request, expect=MessageKind.ACK, max_bytes=self.max_message_bytes), broadcast_ok=True)
+        n = self._request(request)
         msg = Message(MessageKind.ADAPTER, device=n)
         msg.sections["state"] = encode_state_dict(self.device_global_slots)
         return msg.encode()
 
+    def _num_samples(self, msg: Message, n: int) -> int:
+        reported = msg.meta.get("num_samples")
+        if type(reported) is not int or not 1 <= reported <= MAX_ID:
+            raise MessageError(f"device {n} reported num_samples {reported!r}; expected a positive integer",
+                               "bad_num_samples")
+        known = self.sizes.get(n, reported)
+        if reported != known:
+            raise MessageError(f"device {n} reported num_samples {reported}; the server's record is {known}",
+                               "bad_num_samples")
+        return known
+
+    @_guarded
     def receive_adapter(self, request: bytes) -> bytes:
         msg = decode(request, expect=MessageKind.ADAPTER, max_bytes=self.max_message_bytes)
         n = self._device(msg)
-        state = decode_state_dict(msg.section("state"))
+        self._round_of(msg)
+        if n in self._uploads:
+            raise MessageError(f"device {n} already uploaded its adapter in round {self.round}", "duplicate_upload")
+        size = self._num_samples(msg, n)
+        if set(msg.sections) != {"state"}:
+            raise MessageError(f"an adapter upload carries one section 'state'; this one has {list(msg.sections)}")
         try:
-            check_state(self.device_global_slots, state)
-        except ValueError:
-            raise MessageError(f"device {n} uploaded an adapter that does not match the device-side model") from None
+            state = decode_state_dict(msg.section("state"), expect=self._device_spec)
+            check_upload(self.device_global_slots, state, "the device-side model")
+        except ValueError as e:  # MessageError included
+            raise MessageError(f"device {n} uploaded an adapter that does not fit the device-side model: {e}",
+                               "bad_adapter") from None
+        self.sizes.setdefault(n, size)  # registration: every later upload must report the same size
         if self.relay:  # the next device starts from this one's adapter
             load_slots(self.device_global_slots, state)
+            self._uploads[n] = (float(size), {})
         else:
-            self._uploads[n] = (float(msg.meta.get("num_samples", 0)), state)
+            self._uploads[n] = (float(size), state)
             self._observe_uploads()
         return Message(MessageKind.ACK, device=n).encode()
 
@@ -98,12 +199,18 @@ class AdapterServer:
         self.memory.observe(MemoryBreakdown(input_bytes=0, activation_bytes=0, param_bytes=held, grad_bytes=0,
                                             optimizer_bytes=0))
 
-    def start_round(self) -> None:
-        pass
+    def start_round(self, round_idx: int | None = None) -> None:
+        """Open round `round_idx` (default: the next one): from now on only its messages are accepted,
+        every device's steps count from 0 again, and uploads of earlier rounds are dropped."""
+        self.round = round_idx if round_idx is not None else (self.round + 1 if self._started else 0)
+        self._started = True
+        self._next_step = dict.fromkeys(self.devices, 0)
+        self._uploads.clear()
 
     def aggregate(self) -> list[float] | None:
         """FedAvg of the device-side adapters, weighted by local data size (eq. 7); returns the weights."""
         if self.relay:
+            self._uploads.clear()
             return None
         missing = sorted(set(self.devices) - set(self._uploads))
         if missing:
@@ -113,8 +220,49 @@ class AdapterServer:
         self._uploads.clear()
         return weights
 
+    def state_digest(self) -> str:
+        """A hash of everything a request could change: adapters, optimizer state, the RNG, the round's
+        bookkeeping (expected steps, uploads, registered sizes). Equal before and after every rejection."""
+        h = hashlib.sha256()
+        self._digest(h)
+        return h.hexdigest()
+
+    def _digest(self, h) -> None:
+        _digest_tensors(h, self.device_global_slots.values())
+        h.update(repr((self.round, self._started, sorted(self._next_step.items()), sorted(self.sizes.items()),
+                       sorted((n, w) for n, (w, _) in self._uploads.items()))).encode())
+        for _, state in sorted(self._uploads.items()):
+            _digest_tensors(h, state.values())
+        h.update(torch.default_generator.get_state().numpy().tobytes())
+
+
+def max_positions(config) -> int | None:
+    """The most tokens a model of this config reads: its position table, or a ViT's patches + [CLS]."""
+    n = getattr(config, "max_position_embeddings", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    image, patch = getattr(config, "image_size", None), getattr(config, "patch_size", None)
+    if isinstance(image, int) and isinstance(patch, int) and patch > 0:
+        return (image // patch) ** 2 + 1
+    return None
+
 
 class SplitServer(AdapterServer):
+    """The server blocks, their adapters and optimizers, and the `train_step` handler.
+
+    Before a step changes anything its message must be the next step (from 0) of a known device in
+    the current round, and its tensors must be what this model can train on: hidden states of the
+    model's dtype and shape (B, T, hidden_size) with 1 <= B <= `max_batch` and 1 <= T <= `max_tokens`
+    (default: the model's position table), decoded with that bound and at most
+    `max_message_bytes // 4` elements (so a decoded tensor never takes more bytes, in float32, than
+    the largest message accepted: what a message may make the server allocate is bounded by the
+    configured limit, not by its own size); a 0/1 mask of shape (B, T) with at least one token per
+    row; integer labels of shape (B,) in [0, num_labels) (classification) or (B, T) in
+    [0, vocab_size) or -100 (causal LM). The loss and every gradient must be finite before the
+    optimizer steps, and the updated adapter too, else the step is undone: a rejected step leaves
+    adapters, optimizer state and the RNG exactly as they were (`state_digest`).
+    """
+
     def __init__(
         self,
         stage: Stage,
@@ -128,8 +276,12 @@ class SplitServer(AdapterServer):
         seed: int = 0,
         shared_adapter: bool = False,
         copies: bool = False,
+        sizes: Sequence[int] | None = None,
+        max_batch: int | None = None,
+        max_tokens: int | None = None,
     ):
-        super().__init__(device_stage, devices, all_adapters, relay=shared_adapter, max_message_bytes=max_message_bytes)
+        super().__init__(device_stage, devices, all_adapters, relay=shared_adapter, max_message_bytes=max_message_bytes,
+                         sizes=sizes)
         self.stage, (self.up, self.down), self.hidden_size, self.seed = stage, codecs, hidden_size, seed
         self.shared_adapter = shared_adapter
         names = [GLOBAL] if shared_adapter else [device_adapter(n) for n in devices]
@@ -144,6 +296,16 @@ class SplitServer(AdapterServer):
             self.param_bytes, self.concurrent = tensor_bytes(own), 1
         self.activations = ActivationMeter(exclude=stage.parameters())
         self.flops = FlopMeter()
+        config = stage.family.config
+        self.dtype = next(p.dtype for p in stage.parameters() if p.is_floating_point())
+        self.task = stage.family.task
+        self.num_classes = config.vocab_size if self.task == "causal_lm" else config.num_labels
+        model_tokens = max_positions(config)
+        self.max_tokens = min(t for t in (max_tokens, model_tokens, MAX_ID) if t is not None)
+        self.max_batch = max_batch or MAX_ID
+        self.max_elements = max(1, max_message_bytes // 4)
+        if self.max_tokens < 1 or self.max_batch < 1:
+            raise ValueError(f"max_tokens and max_batch must be >= 1, got {self.max_tokens} and {self.max_batch}")
 
     def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
         return {**super().handlers(), "train_step": self.train_step}
@@ -152,49 +314,118 @@ class SplitServer(AdapterServer):
         return GLOBAL if self.shared_adapter else device_adapter(n)
 
     def _activations(self, msg: Message) -> Activations:
-        hidden = self.up.decode(msg.section("hidden"))
-        if hidden.dim() != 3 or hidden.shape[-1] != self.hidden_size:
-            raise MessageError(f"activations of shape {tuple(hidden.shape)}; expected (batch, tokens, {self.hidden_size})")
-        mask = msg.mask("attention_mask") if "attention_mask" in msg.sections else None
-        labels = msg.ints("labels") if "labels" in msg.sections else None
-        if mask is not None and tuple(mask.shape) != tuple(hidden.shape[:2]):
-            raise MessageError(f"attention mask of shape {tuple(mask.shape)} for activations {tuple(hidden.shape)}")
-        if labels is None:
-            raise MessageError("activations arrived without labels, but this server holds the loss")
+        try:
+            hidden = self.up.decode(msg.section("hidden"), dtype=self.dtype, max_numel=self.max_elements,
+                                    shape=(range(1, self.max_batch + 1), range(1, self.max_tokens + 1),
+                                           self.hidden_size))
+        except CodecError as e:
+            raise MessageError(f"activations: {e}; expected {self.dtype} (1..{self.max_batch}, "
+                               f"1..{self.max_tokens}, {self.hidden_size})", "bad_hidden") from None
+        b, t, _ = hidden.shape
+        mask = None
+        if "attention_mask" in msg.sections:
+            mask = msg.mask("attention_mask")
+            if tuple(mask.shape) != (b, t):
+                raise MessageError(f"attention mask of shape {tuple(mask.shape)} for activations {tuple(hidden.shape)}",
+                                   "bad_mask")
+            if not bool(mask.any(dim=1).all()):
+                raise MessageError("attention mask has a row without any token", "bad_mask")
+        if "labels" not in msg.sections:
+            raise MessageError("activations arrived without labels, but this server holds the loss", "bad_labels")
+        labels = msg.ints("labels")
+        want = (b, t) if self.task == "causal_lm" else (b,)
+        if tuple(labels.shape) != want:
+            raise MessageError(f"labels of shape {tuple(labels.shape)}; expected {want}", "bad_labels")
+        valid = (labels >= 0) & (labels < self.num_classes)
+        if self.task == "causal_lm":
+            valid |= labels == IGNORE_INDEX
+        if not bool(valid.all()):
+            bad = labels[~valid][0].item()
+            raise MessageError(f"label {bad} is outside [0, {self.num_classes})"
+                               + (f" and not {IGNORE_INDEX}" if self.task == "causal_lm" else ""), "bad_labels")
+        extra = set(msg.sections) - {"hidden", "attention_mask", "labels"}
+        if extra:
+            raise MessageError(f"activations carry unexpected sections {sorted(extra)}")
         return Activations(hidden.requires_grad_(), mask, labels)
 
+    def _turn(self, msg: Message, n: int) -> int:
+        """The round of a step message that is the next expected step of device `n` in this round."""
+        r = self._round_of(msg)
+        if msg.step != self._next_step[n]:
+            raise MessageError(f"device {n} sent step {msg.step} of round {r}; its next step is {self._next_step[n]}",
+                               "wrong_step")
+        return r
+
+    @_guarded
     def train_step(self, request: bytes) -> bytes:
         msg = decode(request, expect=MessageKind.ACTIVATIONS, max_bytes=self.max_message_bytes)
         n = self._device(msg)
+        round_idx = self._turn(msg, n)
         acts = self._activations(msg)
-        round_idx = int(msg.meta.get("round", 0))
         adapter = self.adapter_of(n)
-        activate(self.stage, adapter)
-        seed_dropout(derive_seed(self.seed, n, round_idx, msg.step, 2))
-        shape_key = tuple(acts.hidden.shape)
-        with self.activations.measure(shape_key), self.flops.measure(shape_key):
-            out = self.stage(acts)
-            out.loss.backward()
+        params, optimizer = list(self.slots[adapter].values()), self.optimizers[adapter]
+        rng = torch.default_generator.get_state()
+        try:
+            activate(self.stage, adapter)
+            seed_dropout(derive_seed(self.seed, n, round_idx, msg.step, 2))
+            shape_key = tuple(acts.hidden.shape)
+            with self.activations.measure(shape_key), self.flops.measure(shape_key):
+                try:
+                    out = self.stage(acts)
+                    if out.loss is None or not math.isfinite(out.loss.item()):
+                        raise MessageError(f"device {n} step {msg.step}: the loss is {out.loss}", "non_finite_loss")
+                    out.loss.backward()
+                except (RuntimeError, IndexError, ValueError) as e:
+                    if isinstance(e, MessageError):
+                        raise
+                    raise MessageError(f"device {n} step {msg.step}: the server step failed: {e}", "step_failed") from e
+            grads = [acts.hidden.grad] + [p.grad for p in params if p.grad is not None]
+            if any(not _finite(g) for g in grads):
+                raise MessageError(f"device {n} step {msg.step}: non-finite gradients", "non_finite_gradient")
+            reply = Message(MessageKind.GRADIENTS, device=n, step=msg.step,
+                            meta={"loss": out.loss.item(), "server_flops": self.flops.last})
+            try:  # before the step: a gradient that cannot travel must not have moved the adapter
+                reply.sections["gradient"] = self.down.encode(
+                    acts.hidden.grad, seed=derive_seed(self.seed, n, round_idx, msg.step, 3),
+                    label=f"gradient for device {n} (round {round_idx}, step {msg.step})",
+                )
+            except CodecError as e:
+                raise MessageError(str(e), "unencodable_gradient") from None
+            self._step(optimizer, params, n, msg.step)
+        except BaseException:
+            optimizer.zero_grad(set_to_none=True)
+            torch.default_generator.set_state(rng)
+            raise
         self.memory.observe(memory_breakdown(
-            param_bytes=self.param_bytes, trainable=self.slots[adapter].values(), optimizers=self.optimizers.values(),
+            param_bytes=self.param_bytes, trainable=params, optimizers=self.optimizers.values(),
             activation_bytes=self.concurrent * self.activations.last,
             input_bytes=self.concurrent * tensor_bytes([acts.hidden, acts.attention_mask, acts.labels]),
         ))
-        self.optimizers[adapter].step()
-        self.optimizers[adapter].zero_grad(set_to_none=True)
-        reply = Message(MessageKind.GRADIENTS, device=n, step=msg.step,
-                        meta={"loss": out.loss.item(), "server_flops": self.flops.last})
-        reply.sections["gradient"] = self.down.encode(
-            acts.hidden.grad, seed=derive_seed(self.seed, n, round_idx, msg.step, 3),
-            label=f"gradient for device {n} (round {round_idx}, step {msg.step})",
-        )
+        optimizer.zero_grad(set_to_none=True)
+        self._next_step[n] += 1
         return reply.encode()
+
+    def _step(self, optimizer, params: list[torch.nn.Parameter], n: int, step: int) -> None:
+        """optimizer.step(), undone (parameters and optimizer state) if it makes the adapter non-finite."""
+        before = [p.detach().clone() for p in params]
+        state = {p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+                 for p, s in optimizer.state.items()}
+        optimizer.step()
+        if all(_finite(p) for p in params):
+            return
+        with torch.no_grad():
+            for p, b in zip(params, before):
+                p.copy_(b)
+        optimizer.state.clear()
+        optimizer.state.update(state)
+        raise MessageError(f"device {n} step {step}: the update makes the adapter non-finite", "non_finite_update")
 
     def _observe_uploads(self) -> None:
         pass  # the uploads are small beside the blocks this server holds
 
-    def start_round(self) -> None:
+    def start_round(self, round_idx: int | None = None) -> None:
         """Every server-side device adapter starts the round from the global server-side adapter."""
+        super().start_round(round_idx)
         if not self.shared_adapter:
             state = copy_slots(self.global_slots)
             for slots in self.slots.values():
@@ -207,3 +438,19 @@ class SplitServer(AdapterServer):
             states = [copy_slots(self.slots[device_adapter(n)]) for n in self.devices]
             load_slots(self.global_slots, fedavg(states, weights))
         return weights
+
+    def _digest(self, h) -> None:
+        super()._digest(h)
+        for name in sorted(self.slots):
+            _digest_tensors(h, self.slots[name].values())
+        _digest_tensors(h, self.global_slots.values())
+        for name in sorted(self.optimizers):
+            opt = self.optimizers[name]
+            for p in self.slots[name].values():
+                for key, v in sorted(opt.state.get(p, {}).items()):
+                    h.update(key.encode())
+                    _digest_tensors(h, [v]) if isinstance(v, torch.Tensor) else h.update(repr(v).encode())
+
+
+def _finite(t: torch.Tensor) -> bool:
+    return t.numel() == 0 or bool(torch.isfinite(t).all())

@@ -32,6 +32,7 @@ class Setup:
     max_message_bytes: int = 256 * 2**20
     distribution: Distribution = "broadcast"  # how the frozen blocks and the global adapter go down (ED)
     turn_order: TurnOrder = "fixed"  # sequential schemes (sl): the devices' order in each round
+    max_tokens: int | None = None  # the server rejects activations of more tokens; None: the model's positions
 
     @property
     def sizes(self) -> list[int]:

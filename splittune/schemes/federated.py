@@ -69,10 +69,11 @@ class FederatedScheme:
             self.server = SplitServer(
                 stages[1], stages[0], devices, adapters, make_opt, codecs, self.model.config.hidden_size,
                 setup.max_message_bytes, setup.seed, self.shared_server_adapter, self.server_copies,
+                sizes=setup.sizes, max_batch=setup.train.batch_size, max_tokens=setup.max_tokens,
             )
         else:
             self.server = AdapterServer(stages[0], devices, adapters, relay=False,
-                                        max_message_bytes=setup.max_message_bytes)
+                                        max_message_bytes=setup.max_message_bytes, sizes=setup.sizes)
         self.transport = transport or InProcessTransport(self.server.handlers())
         flops = (FlopMeter(), FlopMeter())
         self.devices = [
