@@ -345,6 +345,11 @@ def state_spec(state: dict[str, torch.Tensor]) -> StateSpec:
     return {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
 
 
+def _is_offsets(offsets, room: int) -> bool:
+    return (type(offsets) is list and len(offsets) == 2 and all(type(o) is int for o in offsets)
+            and 0 <= offsets[0] <= offsets[1] <= room)
+
+
 def _state_header(data: bytes) -> dict:
     if len(data) < 8:
         raise MessageError(f"adapter section of {len(data)} bytes is not a valid safetensors blob: too short")
@@ -358,7 +363,8 @@ def _state_header(data: bytes) -> dict:
     header.pop("__metadata__", None)
     for name, entry in header.items():
         if (type(entry) is not dict or entry.keys() != {"dtype", "shape", "data_offsets"}
-                or entry["dtype"] not in _ST_DTYPES or not _is_shape(entry["shape"])):
+                or type(entry["dtype"]) is not str or entry["dtype"] not in _ST_DTYPES or not _is_shape(entry["shape"])
+                or not _is_offsets(entry["data_offsets"], len(data) - 8 - n)):
             raise MessageError(f"adapter section is not a valid safetensors blob: bad entry {name!r}: {entry!r}"[:300])
     return header
 
