@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/codec.py
 	$(VENV)/bin/python benchmarks/planning.py
 	$(VENV)/bin/python benchmarks/network.py
+	$(VENV)/bin/python benchmarks/schemes.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
