@@ -155,6 +155,34 @@ def reproduce_table3(
         _fail(str(e))
 
 
+@reproduce_app.command("sft-headline")
+def reproduce_sft_headline(
+    args: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides on top of the task, e.g. train.rounds=8 "
+                                                        "devices=4. " + OVERRIDES_HELP)] = None,
+    task: Annotated[str, typer.Option(help="default (MiniLM on chatterbot topics) | vit-digits (a small ViT on "
+                                      "scikit-learn's digits, the offline analogue of the paper's ViT on CIFAR-100).")] = "default",
+    seeds: Annotated[Optional[str], typer.Option(help="Repeat every row over these seeds (comma separated) and report mean +- std.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: output_dir/sft-headline-<task>-<time>).")] = None,
+    quick: Annotated[bool, typer.Option(help="The compare's --quick mode: fewer rounds, for a fast look.")] = False,
+):
+    """SFT's headline (SVIII-B, Figs. 8a and 10): fl, sl, sfl and sft w/o compression against sft with the
+    compressed uplink of docs/compression.md, on one task; prints our communication and time-to-FL's-best ratios
+    beside the paper's (6.7x, 14.75x; 2.34x, 5.07x, 6x) and SFT's reduction against every baseline. Writes the
+    compare folder plus headline.md."""
+    import shlex
+
+    from splittune.experiments.compare import CompareError, parse_seeds
+    from splittune.experiments.headline import reproduce_headline
+
+    args = list(args or [])
+    command = shlex.join(["splittune", "reproduce", "sft-headline", f"--task={task}", *args,
+                          *([f"--seeds={seeds}"] if seeds else []), *(["--quick"] if quick else [])])
+    try:
+        reproduce_headline(task, args, out, parse_seeds(seeds), quick, command, console)
+    except (ConfigError, CompareError, ValueError) as e:
+        _fail(str(e))
+
+
 sweep_app = typer.Typer(help="Sweep a setting over a grid of runs.", no_args_is_help=True)
 app.add_typer(sweep_app, name="sweep")
 
@@ -196,13 +224,13 @@ def sweep_codec(
 
 @app.command()
 def compare(
-    args: Annotated[Optional[list[str]], typer.Argument(help="[CONFIG.yaml] then key=value overrides of the base config every row shares. " + OVERRIDES_HELP)] = None,
+    args: Annotated[Optional[list[str]], typer.Argument(help="[CONFIG.yaml] then key=value overrides of the base config every row shares (a scheme= there is replaced by each row's). " + OVERRIDES_HELP)] = None,
     schemes: Annotated[str, typer.Option(help="Rows, comma separated: fl, sl, sfl, sft, central, or sft-nocomp (sft with codec.up=none codec.down=none, the paper's 'SFT w/o compression').")] = "fl,sl,sfl,sft-nocomp,sft",
     variant: Annotated[Optional[list[str]], typer.Option(help="Extra row NAME:key=value,key=value (repeatable), e.g. sft-rho0.1:codec.up=topk+sq+ans,codec.up.rho=0.1. Its scheme is scheme= if given, else the longest scheme name NAME starts with.")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Seeds, comma separated (e.g. 0,1,2): every row runs once per seed (seed=k); tables give mean ± std. Default: the config's seed, once.")] = None,
     targets: Annotated[str, typer.Option(help="Accuracy targets for time/rounds to target, comma separated: fl-best (best accuracy of the fl row), common (highest accuracy every row reaches), or a number in (0, 1].")] = "fl-best,common",
     out: Annotated[Optional[Path], typer.Option(help="Compare folder (default: output_dir/compare-<time>); one run folder per row (row/seed<k> with several seeds).")] = None,
-    quick: Annotated[bool, typer.Option(help="A fast look, not the experiment: train.rounds=4 unless the config file or the overrides set train.rounds.")] = False,
+    quick: Annotated[bool, typer.Option(help="A fast look, not the experiment: at most 4 rounds (train.rounds=min(4, the config's)) unless train.rounds=N is given on the command line.")] = False,
     verbose: Annotated[bool, typer.Option(help="Show every run's own output (partition, per-round bar, summary).")] = False,
 ):
     """Compare training schemes on one task: every row runs the same base config with its own scheme (and a

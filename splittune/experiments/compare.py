@@ -41,7 +41,7 @@ SPECIAL = {"sft-nocomp": ("sft", ("codec.up=none", "codec.down=none"))}  # the p
 DEFAULT_SCHEMES = "fl,sl,sfl,sft-nocomp,sft"
 DEFAULT_TARGETS = "fl-best,common"
 NAMED_TARGETS = ("fl-best", "common")
-QUICK = {"train.rounds": "4"}  # --quick: applied unless the config file or the overrides set the key
+QUICK_ROUNDS = 4  # --quick: at most this many rounds, unless train.rounds is given on the command line
 KINDS = [k for k in BYTE_KINDS if not k.startswith("control")]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -152,10 +152,7 @@ def _flatten(tree: dict, prefix: str = "") -> list[str]:
 
 def user_keys(base_path: Path | None, overrides: list[str]) -> list[str]:
     """The dotted config keys set explicitly in the file and the overrides, in order."""
-    keys = []
-    if base_path is not None and Path(base_path).is_file():
-        tree = yaml.safe_load(Path(base_path).read_text())
-        keys = _flatten(tree) if isinstance(tree, dict) else []
+    keys = _flatten(yaml.safe_load(Path(base_path).read_text()) or {}) if base_path is not None else []
     return list(dict.fromkeys(keys + [o.partition("=")[0].strip() for o in overrides]))
 
 
@@ -179,12 +176,15 @@ def not_applying(rows: list[Row], keys: list[str]) -> list[str]:
 
 def prepare(base_path, overrides, rows, seeds, quick) -> tuple[dict, list[str], list[str], RunConfig]:
     """Every (row, seed) config, validated before any run; the settings that do not apply; other notes."""
-    keys = user_keys(base_path, overrides)
-    base_list = [f"{k}={v}" for k, v in QUICK.items() if quick and k not in keys] + list(overrides)
     try:
-        base = load_config(base_path, base_list)
+        base = load_config(base_path, overrides)  # a missing or broken file, a bad key: before anything else
     except ConfigError as e:
         raise ConfigError(f"base config: {e}") from None
+    keys = user_keys(base_path, overrides)
+    base_list = list(overrides)
+    if quick and "train.rounds" not in user_keys(None, overrides):
+        base_list.append(f"train.rounds={min(QUICK_ROUNDS, base.train.rounds)}")
+        base = load_config(base_path, base_list)
     ignored_notes, notes = not_applying(rows, keys), []
     if "scheme" in keys:
         notes.append(f"scheme={base.scheme} of the base config is replaced by each row's scheme")
@@ -252,24 +252,21 @@ def aggregate(row: Row, per_seed: list[dict], targets: list[str], folder: str) -
     return {**out, "run": folder, "per_seed": per_seed}
 
 
-def fields(results: list[dict]) -> list[str]:
-    return [k for k in results[0] if k != "per_seed"]
-
-
 def write_csv(results: list[dict], path: Path) -> None:
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields(results), extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=[k for k in results[0] if k != "per_seed"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows([{k: "" if v is None else v for k, v in r.items()} for r in results])
 
 
-def cell(r: dict, key: str, kind: str) -> str:
-    v, std = r.get(key), r.get(f"{key}_std")
+def cell(r: dict, key: str, kind: str, std: bool = True) -> str:
+    v = r.get(key)
     if v is None:
         return "n/a"
     fmt = {"acc": lambda x: f"{x:.4f}", "s": lambda x: f"{x:.3g}", "B": human_bytes, "x": lambda x: f"{x:.2f}x",
            "J": lambda x: f"{x:.3g}", "n": lambda x: f"{x:.3g}"}[kind]
-    text = fmt(v) + (f" ± {fmt(std)}" if std is not None else "")
+    sd = r.get(f"{key}_std") if std else None
+    text = fmt(v) + (f" ± {fmt(sd)}" if sd is not None else "")
     if key.startswith(("time_to_", "rounds_to_")):
         reached = r["reached_" + key.split("_to_", 1)[1].removesuffix("_s")]
         text += f" ({reached}/{r['seeds']})" if reached < r["seeds"] else ""
@@ -309,7 +306,8 @@ def markdown(results, targets, target_values, base: RunConfig, command, ignored_
         f"# Scheme comparison: {base.model.name} on {base.data.name}", "",
         f"{base.devices} devices, {base.data.partition} partition, {base.train.rounds} rounds, {seed_text}, "
         f"codec up {base.codec.up.kind}, down {base.codec.down.kind} (each run's config.yaml has every setting)."
-        + (" **Quick look** (`--quick`: train.rounds=4 unless set): not the full experiment." if quick else ""), "",
+        + (f" **Quick look** (`--quick`: at most {QUICK_ROUNDS} rounds unless train.rounds is on the command line): "
+           "not the full experiment." if quick else ""), "",
         f"Targets (per seed): {tv}. `fl-best` is the best accuracy of the fl row, `common` the highest accuracy "
         "every row reaches. Time to a target: simulated seconds until the end of the first round reaching it "
         "(n/a: never reached, or central, which has no simulated time); (k/n): reached in k of n seeds, the mean "
@@ -334,12 +332,13 @@ def rich_table(results: list[dict], targets: list[str]) -> Table:
     """Metrics down, rows across: fits a terminal for the usual handful of rows."""
     cols = [*table_columns(targets), ("bytes up", "bytes_up_total", "B"), ("bytes down", "bytes_down_total", "B"),
             ("ratio up", "compression_up", "x"), *RESOURCES]
-    table = Table(title="splittune compare")
+    n = results[0]["seeds"]
+    table = Table(title="splittune compare" + (f" (mean of {n} seeds; compare.md has ± std)" if n > 1 else ""))
     table.add_column("metric", style="bold")
     for r in results:
         table.add_column(r["row"], justify="right")
     for name, key, kind in cols:
-        table.add_row(name, *[cell(r, key, kind) for r in results])
+        table.add_row(name, *[cell(r, key, kind, std=False) for r in results])
     return table
 
 
@@ -372,6 +371,8 @@ def compare(base_path: Path | None, overrides: list[str], rows: list[Row | str],
         raise CompareError(f"--schemes: give at least one of {', '.join(row_names())}")
     targets = parse_targets(targets)
     configs, ignored_notes, notes, base = prepare(base_path, list(overrides), rows, seeds, quick)
+    if "fl-best" in targets and "fl" not in [r.name for r in rows]:
+        notes.append("target fl-best needs a row named fl; it is n/a")
     seed_list = sorted({s for _, s in configs}, key=[s for _, s in configs].index)
     out = out or Path(base.output_dir) / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
     for n in ignored_notes + notes:
@@ -382,8 +383,8 @@ def compare(base_path: Path | None, overrides: list[str], rows: list[Row | str],
     summaries: dict[tuple[str, int], dict] = {}
     start = time.perf_counter()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  _RoundColumn(), TextColumn("{task.fields[status]}"), console=console) as progress:
-        task = progress.add_task("compare", total=len(configs), status="", metrics=None, rounds=0)
+                  _RoundColumn(), console=console) as progress:
+        task = progress.add_task("compare", total=len(configs), metrics=None, rounds=0)
         for i, (name, seed) in enumerate(configs):
             cfg, where = configs[name, seed], out / folder[name, seed]
             label = name + (f" seed {seed}" if len(seed_list) > 1 else "")
@@ -411,7 +412,5 @@ def compare(base_path: Path | None, overrides: list[str], rows: list[Row | str],
     (out / "compare.md").write_text(markdown(results, targets, target_values, base, command, ignored_notes,
                                              notes, plots, seed_list, quick))
     console.print(rich_table(results, targets))
-    for n in ignored_notes + notes:
-        console.print(f"[yellow]note:[/yellow] {n}")
     console.print(f"compare folder: [bold]{out}[/bold] ({time.perf_counter() - start:.0f} s)")
     return results

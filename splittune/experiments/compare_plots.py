@@ -50,14 +50,16 @@ def _band(ax, x, runs: list[list[dict]], color) -> None:
 
 
 def _targets(ax, target_values: dict) -> None:
-    names = next(iter(target_values.values())).keys()
-    for t in names:
+    """A dotted line per target (mean over seeds); targets at the same accuracy share one label."""
+    at: dict[float, list[str]] = {}
+    for t in next(iter(target_values.values())):
         vals = [v[t] for v in target_values.values() if v[t] is not None]
         if vals:
-            y = float(np.mean(vals))
-            ax.axhline(y, color="grey", ls=":", lw=0.9)
-            ax.annotate(f"target {t}", (1, y), xycoords=("axes fraction", "data"), ha="right", va="bottom",
-                        fontsize=7, color="dimgrey")
+            at.setdefault(round(float(np.mean(vals)), 9), []).append(t)
+    for y, names in at.items():
+        ax.axhline(y, color="grey", ls=":", lw=0.9)
+        ax.annotate(f"target {', '.join(names)} = {y:.3f}", (0.01, y), xycoords=("axes fraction", "data"),
+                    ha="left", va="bottom", fontsize=7, color="dimgrey")
 
 
 def _spans_decades(values) -> bool:
@@ -104,13 +106,14 @@ def plot_communication(results: list[dict], path: Path) -> None:
     bottom = np.zeros(len(results))
     for j, (key, label) in enumerate(KIND_NAMES):
         vals = np.array([(r[key] or 0) / MiB for r in results])
-        ax.bar(x, vals, bottom=bottom, color=f"C{j}", label=label)
+        ax.bar(x, vals, bottom=bottom, color=plt.cm.Set2(j), label=label)
         bottom += vals
     for xi, total in zip(x, bottom):
-        ax.annotate(f"{total:.3g}", (xi, total), ha="center", va="bottom", fontsize=8)
-    ax.set(xticks=x, ylabel="MiB (up + down, whole run)", title="Total communication by kind")
+        ax.annotate(f"{total:.3g}" if total else "nothing sent", (xi, total), ha="center", va="bottom", fontsize=8)
+    ax.set(xticks=x, ylabel="MiB (up + down, whole run)", title="Total communication by kind",
+           ylim=(0, max(max(bottom), 1e-3) * 1.45))
     ax.set_xticklabels(names, rotation=20, ha="right")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=2, loc="upper center")
     width = 0.8 / len(results)
     for i, r in enumerate(results):
         vals = [(r[key] or 0) / MiB for key, _ in KIND_NAMES]
@@ -150,9 +153,11 @@ def plot_round_phases(rows, records, seeds, path: Path) -> str:
     for yi, t in zip(y, total):
         ax.annotate(f" {t:.3g} s", (t, yi), va="center", fontsize=8)
     ax.set_xlim(0, (max(total) if len(total) else 1) * 1.18)
-    which = "round 2 (round 1 adds the one-time model distribution)" if rnd == 2 else "round 1"
-    ax.set(xlabel="simulated seconds", title=f"Simulated time of {which}")
-    ax_share.set(xlabel="share of the round (%)", title="Share of the round per phase", xlim=(0, 100))
+    ax.set_xlabel("simulated seconds")
+    ax.set_title(f"Simulated time of round {rnd}, by phase" + ("\n(round 1 also carries the one-time model "
+                 "distribution)" if rnd == 2 else ""), fontsize=10)
+    ax_share.set(xlabel="share of the round (%)", xlim=(0, 100))
+    ax_share.set_title("Share of the round per phase", fontsize=10)
     ax_share.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     _save(fig, path)
     skipped = [r.name for r in rows if r not in simulated]

@@ -21,9 +21,13 @@ from rich.table import Table
 SFT_CODEC = ("codec.up=topk+sq+ans", "codec.up.rho=0.2", "codec.up.levels=16")
 TASKS: dict[str, tuple[str, list[str]]] = {
     "default": ("MiniLM-L6 (pretrained) on the chatterbot topics, 8 devices, Dirichlet 0.5, cut after block 3", []),
+    # A random-init ViT learns nothing with SGD at any step size tried (0.0005-0.1: chance accuracy after
+    # 3 epochs); AdamW at 1e-3 reaches 0.82 centrally in 3 epochs, so every scheme gets AdamW at 1e-3.
     "vit-digits": (
-        "a 4-block ViT (random init, 16x16 patches of 4) on scikit-learn's digits, 8 devices, Dirichlet 0.5, cut 2",
-        ["model.name=tiny-vit", "data.name=digits", "data.image_size=16", "data.channels=3", "split.cut=2"],
+        "a 4-block, 32-wide ViT (random init, 16x16 images in patches of 4) on scikit-learn's digits, 8 devices, "
+        "Dirichlet 0.5, cut after block 2, AdamW at 1e-3 for every scheme, 20 rounds of half an epoch",
+        ["model.name=tiny-vit", "data.name=digits", "data.image_size=16", "data.channels=3", "split.cut=2",
+         "train.optimizer=adamw", "train.lr=0.001", "train.rounds=20"],
     ),
 }
 BASELINES = ("fl", "sl", "sfl", "sft-nocomp")
