@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/planning.py
 	$(VENV)/bin/python benchmarks/network.py
 	$(VENV)/bin/python benchmarks/schemes.py
+	$(VENV)/bin/python benchmarks/fuzz.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -231,7 +231,7 @@ class AdapterServer:
         _digest_tensors(h, self.device_global_slots.values())
         h.update(repr((self.round, self._started, sorted(self._next_step.items()), sorted(self.sizes.items()),
                        sorted((n, w) for n, (w, _) in self._uploads.items()))).encode())
-        for _, state in sorted(self._uploads.items()):
+        for _, (_, state) in sorted(self._uploads.items()):
             _digest_tensors(h, state.values())
         h.update(torch.default_generator.get_state().numpy().tobytes())
 
