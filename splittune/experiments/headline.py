@@ -131,7 +131,8 @@ def reproduce_headline(task: str, overrides: list[str], out: Path | None, seeds:
 
     if task not in TASKS:
         raise ValueError(f"--task: unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    overrides = [*TASKS[task][1], *overrides]
+    task_keys = [o for o in TASKS[task][1] if not (quick and o.startswith("train.rounds="))]  # --quick sets rounds
+    overrides = [*task_keys, *overrides]
     out = out or Path(load_config(None, overrides).output_dir) / f"sft-headline-{task}-{datetime.now():%Y%m%d-%H%M%S}"
     schemes, variants = rows()
     results = compare(None, overrides, parse_rows(schemes, variants), seeds=seeds, targets=["fl-best", "common"],
