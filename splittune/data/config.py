@@ -7,7 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-DatasetName = Literal["chatterbot", "digits", "csv", "jsonl", "hf"]
+DatasetName = Literal["chatterbot", "shakespeare", "digits", "csv", "jsonl", "hf"]
+# data sets that are causal-LM only (a classifier has no labels to learn from them)
+CAUSAL_ONLY = ("shakespeare",)
+# data sets that have a causal-LM form: chatterbot as (prompt, response) dialogue pairs
+CAUSAL_DATASETS = ("chatterbot", "shakespeare")
 PartitionScheme = Literal["iid", "dirichlet", "shards"]
 
 

@@ -13,12 +13,23 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from .config import DataConfig
+from .causal import CausalLMData, load_dialogue, load_shakespeare
+from .config import CAUSAL_DATASETS, CAUSAL_ONLY, DataConfig
 from .dataset import ClassificationData, build, encode_labels, with_caps
 
 
-def load_data(cfg: DataConfig | None = None) -> ClassificationData:
+def load_data(cfg: DataConfig | None = None, task: str = "classification") -> ClassificationData | CausalLMData:
+    """The data set of `cfg` for `task`: classification (labels) or causal_lm (texts to predict)."""
     cfg = cfg or DataConfig()  # pydantic has checked `name` (DataConfig.DatasetName: the keys of LOADERS)
+    if task == "causal_lm":
+        if cfg.name not in CAUSAL_DATASETS:
+            raise ValueError(f"data.name={cfg.name!r} has no causal-LM form; with task=causal_lm use one of "
+                             f"{', '.join(CAUSAL_DATASETS)}")
+        if cfg.name == "chatterbot":
+            return load_dialogue(_chatterbot_dir(), cfg.test_fraction, cfg.seed, cfg.max_train, cfg.max_test)
+        return load_shakespeare(cfg.test_fraction, cfg.seed, cfg.max_train, cfg.max_test)
+    if cfg.name in CAUSAL_ONLY:
+        raise ValueError(f"data.name={cfg.name!r} is a causal-LM data set (no class labels); use task=causal_lm")
     return LOADERS[cfg.name](cfg)
 
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from splittune.data import DataConfig
+from splittune.data.config import CAUSAL_DATASETS, CAUSAL_ONLY
 from splittune.models.lora import LoraSettings
 from splittune.network.scenario import ScenarioConfig
 from splittune.planning.config import PlanningConfig
@@ -23,9 +24,21 @@ from splittune.schemes.config import CodecPair, Strict, TrainConfig
 
 
 class ModelConfig(Strict):
-    name: str = Field("minilm", description="minilm | tiny-{bert,gpt2,llama,qwen2,gemma3,vit} | HF name or local path")
+    name: str = Field(
+        "minilm", description="minilm | gemma3-270m | tiny-{bert,gpt2,llama,qwen2,gemma3,vit} | HF name or local path"
+    )
     max_length: int = Field(32, ge=4, description="tokens per text example (longer ones are truncated)")
+    dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="dtype of the frozen base weights; LoRA adapters and optimizer state stay fp32"
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings)
+
+
+class RunTrainConfig(TrainConfig):
+    checkpoint_activations: bool = Field(
+        False, description="activation (gradient) checkpointing of the device-side blocks: less device memory, "
+                           "one more forward of them per step"
+    )
 
 
 class SplitConfig(Strict):
@@ -42,10 +55,14 @@ class RunConfig(Strict):
     scheme: str = Field("sft", description=f"training scheme: {' | '.join(SCHEMES)}")
     devices: int = Field(8, ge=1, description="number of devices N")
     seed: int = 0
+    task: Literal["auto", "classification", "causal_lm"] = Field(
+        "auto", description="classification (accuracy) or causal_lm (perplexity); auto: causal_lm for causal-only "
+                            "data (shakespeare) and decoder LLMs (gemma3-270m), else classification"
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: RunTrainConfig = Field(default_factory=RunTrainConfig)
     codec: CodecPair = Field(default_factory=CodecPair)
     sl: SLConfig = Field(default_factory=SLConfig, description="settings of the sl scheme")
     max_message_bytes: int = Field(256 * 2**20, ge=1024, description="largest message a receiver accepts")
@@ -74,6 +91,21 @@ class RunConfig(Strict):
         if v not in SCHEMES:
             raise ValueError(f"unknown scheme {v!r}; choose one of {', '.join(SCHEMES)}")
         return v
+
+    @model_validator(mode="after")
+    def _task(self) -> "RunConfig":
+        from splittune.models.load import default_task
+
+        if self.task == "auto":
+            task = "causal_lm" if self.data.name in CAUSAL_ONLY else default_task(self.model.name)
+            if task == "causal_lm" and self.data.name not in CAUSAL_DATASETS:
+                task = "classification"
+            object.__setattr__(self, "task", task)
+        if self.task == "causal_lm" and self.data.name not in CAUSAL_DATASETS:
+            raise ValueError(f"task=causal_lm needs data.name in {CAUSAL_DATASETS}; got {self.data.name!r}")
+        if self.task == "classification" and self.data.name in CAUSAL_ONLY:
+            raise ValueError(f"data.name={self.data.name!r} has no class labels; use task=causal_lm")
+        return self
 
     @model_validator(mode="after")
     def _scheme_lr(self) -> "RunConfig":

@@ -30,9 +30,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         ("model", summary["model"]),
         ("devices / cut", f"{summary['devices']} / {summary['cut'] if summary['cut'] is not None else '-'}"),
         ("rounds", str(summary["rounds"])),
-        ("final test accuracy", f"{summary['final_accuracy']:.4f}"),
-        ("best test accuracy", f"{summary['best_accuracy']:.4f}"),
-        ("final test loss", f"{summary['final_loss']:.4f}"),
+        *_task_rows(summary),
         ("bytes up / down (total)", f"{human_bytes(summary['bytes_up_total'])} / {human_bytes(summary['bytes_down_total'])}"),
         ("compression up / down (whole messages)",
          f"{_ratio(summary.get('compression_up'))} / {_ratio(summary.get('compression_down'))}"),
@@ -44,6 +42,36 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         ("wall time", f"{summary['wall_s']:.1f} s"),
         *_simulated_rows(summary),
     ]
+
+
+def _task_rows(summary: dict) -> list[tuple[str, str]]:
+    if summary.get("task") == "causal_lm":
+        return [
+            ("test perplexity before / final", f"{summary['initial_perplexity']:.3f} / {summary['final_perplexity']:.3f}"),
+            ("best test perplexity", f"{summary['best_perplexity']:.3f}"),
+            ("token accuracy before / final", f"{summary['initial_token_accuracy']:.4f} / {summary['final_accuracy']:.4f}"),
+            ("final test loss (mean token NLL)", f"{summary['final_loss']:.4f}"),
+        ]
+    return [
+        ("final test accuracy", f"{summary['final_accuracy']:.4f}"),
+        ("best test accuracy", f"{summary['best_accuracy']:.4f}"),
+        ("final test loss", f"{summary['final_loss']:.4f}"),
+    ]
+
+
+def _generations_section(summary: dict) -> list[str]:
+    gen = summary.get("generations")
+    if not gen:
+        return []
+    lines = ["## Generations from held-out prompts (greedy)", "",
+             "| prompt | before fine-tuning | after fine-tuning |", "|---|---|---|"]
+
+    def cell(text: str) -> str:
+        return " ".join(text.split()).replace("|", "\\|") or "(nothing)"
+
+    for prompt, before, after in zip(gen["prompts"], gen["before"], gen.get("after", [""] * len(gen["prompts"]))):
+        lines.append(f"| {cell(prompt)} | {cell(before)} | {cell(after)} |")
+    return lines + [""]
 
 
 def _simulated_rows(summary: dict) -> list[tuple[str, str]]:
@@ -127,6 +155,7 @@ def write_report(out: Path, cfg, records: list[dict], summary: dict) -> None:
         "",
         "![accuracy and loss per round](training.png)",
         "",
+        *_generations_section(summary),
         "## Peak memory (last round, measured)",
         "",
         *_memory_table(records[-1].get("device_memory"), "device side"),

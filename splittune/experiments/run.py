@@ -7,6 +7,7 @@ The run folder holds `config.yaml` (fully resolved), `metrics.jsonl` (one object
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict
 from datetime import datetime
@@ -16,11 +17,14 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from splittune.data import load_data, partition, partition_stats, partition_table
+from splittune.data import load_data, partition, partition_stats, partition_table, tensorize_causal
+from splittune.data.causal import dialogue_prompt, held_out_prompts
 from splittune.experiments.config import RunConfig, dump_config
 from splittune.experiments.planning import resolve_planning
 from splittune.experiments.report import summary_table, write_report
 from splittune.experiments.simulation import RoundSimulator
+from splittune.models.families import family_of, set_checkpointing
+from splittune.models.generate import generate_texts
 from splittune.models.load import load_model
 from splittune.models.split import check_cuts, num_blocks
 from splittune.runtime.batches import tensorize
@@ -28,28 +32,69 @@ from splittune.schemes import SCHEMES, Setup
 
 
 def build_setup(cfg: RunConfig, console: Console | None = None) -> tuple[Setup, dict]:
-    data = load_data(cfg.data)
-    parts = partition(
-        data.train_y, cfg.devices, cfg.data.partition, alpha=cfg.data.alpha, seed=cfg.data.seed,
-        shards_per_device=cfg.data.shards_per_device, min_per_device=cfg.data.min_per_device,
-    )
-    stats = partition_stats(data.train_y, parts, data.label_names)
-    if console is not None:
-        console.print(partition_table(data.train_y, parts, data.label_names))
-    model, tokenizer = load_model(cfg.model.name, num_labels=data.num_labels, modality=data.modality, seed=cfg.seed)
+    setup, stats, _ = build_setup_with_data(cfg, console)
+    return setup, stats
+
+
+def build_setup_with_data(cfg: RunConfig, console: Console | None = None):
+    """`(setup, partition stats, (data, tokenizer))`: the data set and tokenizer are kept for generations."""
+    data = load_data(cfg.data, task=cfg.task)
+    model, tokenizer = load_model(cfg.model.name, num_labels=data.num_labels, modality=data.modality, seed=cfg.seed,
+                                  task=cfg.task, dtype=cfg.model.dtype)
     try:
         check_cuts([cfg.split.cut], num_blocks(model))
     except ValueError as e:
         raise ValueError(f"split.cut: {e}") from None
-    train = tensorize(data.train_x, data.train_y, tokenizer, cfg.model.max_length)
+    if cfg.train.checkpoint_activations:  # the device side: embeddings + blocks 0..cut-1
+        set_checkpointing(family_of(model).blocks()[: cfg.split.cut])
+    if cfg.task == "causal_lm":
+        train = tensorize_causal(data, "train", tokenizer, cfg.model.max_length)
+        test = tensorize_causal(data, "test", tokenizer, cfg.model.max_length)
+        groups = train.pop("groups").numpy()
+        test.pop("groups")
+    else:
+        train = tensorize(data.train_x, data.train_y, tokenizer, cfg.model.max_length)
+        test = tensorize(data.test_x, data.test_y, tokenizer, cfg.model.max_length)
+        groups = data.train_y
+    # causal LM: the partition's "labels" are the examples' groups (chatterbot topic, play)
+    parts = partition(
+        groups, cfg.devices, cfg.data.partition, alpha=cfg.data.alpha, seed=cfg.data.seed,
+        shards_per_device=cfg.data.shards_per_device, min_per_device=cfg.data.min_per_device,
+    )
+    stats = partition_stats(groups, parts, data.label_names)
+    if console is not None:
+        console.print(partition_table(groups, parts, data.label_names))
     device_data = [{k: v[torch.as_tensor(idx)] for k, v in train.items()} for idx in parts]
-    test = tensorize(data.test_x, data.test_y, tokenizer, cfg.model.max_length)
     setup = Setup(
         model=model, device_data=device_data, test_data=test, train=cfg.train, lora=cfg.model.lora,
         cut=cfg.split.cut, codec=cfg.codec, seed=cfg.seed, max_message_bytes=cfg.max_message_bytes,
         distribution=cfg.scenario.distribution, turn_order=cfg.sl.order,
     )
-    return setup, stats
+    return setup, stats, (data, tokenizer)
+
+
+GENERATIONS = 4  # held-out prompts generated from before and after training (report.md)
+GENERATION_TOKENS = 24
+
+
+def _generate(scheme, data, tokenizer, prompts: list[str]) -> list[str]:
+    """Greedy continuations of `prompts` by the scheme's evaluated (global) model."""
+    model = scheme.model
+    if hasattr(model, "set_adapter") and "global" in getattr(model, "peft_config", {}):
+        model.set_adapter("global")
+    texts = [dialogue_prompt(p) for p in prompts] if data.kind == "dialogue" else prompts
+    return generate_texts(model, tokenizer, texts, max_new_tokens=GENERATION_TOKENS)
+
+
+def _perplexities(records: list[dict], initial: tuple[float, float]) -> dict:
+    acc0, loss0 = initial
+    return {
+        "initial_token_accuracy": acc0,
+        "initial_loss": loss0,
+        "initial_perplexity": math.exp(min(loss0, 700.0)),
+        "final_perplexity": records[-1]["perplexity"],
+        "best_perplexity": min(r["perplexity"] for r in records),
+    }
 
 
 def _mem(m) -> dict | None:
@@ -75,9 +120,12 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
     (out / "config.yaml").write_text(dump_config(cfg))
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
-    setup, stats = build_setup(cfg, console)
+    setup, stats, (data, tokenizer) = build_setup_with_data(cfg, console)
     scheme = SCHEMES[cfg.scheme](setup)
+    prompts = held_out_prompts(data, GENERATIONS, tokenizer) if cfg.task == "causal_lm" else []
+    generations = {"prompts": prompts, "before": _generate(scheme, data, tokenizer, prompts)} if prompts else None
     simulator = RoundSimulator.from_config(cfg)
+    initial = scheme.evaluate() if cfg.task == "causal_lm" else None  # before any training
     records = []
     with (out / "metrics.jsonl").open("w") as metrics, Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -92,6 +140,7 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
                 "scheme": cfg.scheme,
                 "accuracy": accuracy,
                 "loss": test_loss,
+                **({"perplexity": math.exp(min(test_loss, 700.0))} if cfg.task == "causal_lm" else {}),
                 "train_loss": result.loss,
                 "bytes_up": result.bytes_up,
                 "bytes_down": result.bytes_down,
@@ -107,18 +156,26 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
             records.append(record)
-            progress.update(task, advance=1, status=f"acc {accuracy:.3f}  loss {test_loss:.3f}")
+            status = f"acc {accuracy:.3f}  loss {test_loss:.3f}"
+            if cfg.task == "causal_lm":
+                status = f"token acc {accuracy:.3f}  ppl {record['perplexity']:.2f}"
+            progress.update(task, advance=1, status=status)
     scheme.save_adapter(out / "adapter")
+    if generations is not None:
+        generations["after"] = _generate(scheme, data, tokenizer, prompts)
     last = records[-1]
     summary = {
         "scheme": cfg.scheme,
         "model": cfg.model.name,
+        "task": cfg.task,
         "rounds": cfg.train.rounds,
         "devices": cfg.devices,
         "cut": None if "split.cut" in SCHEMES[cfg.scheme].ignores else cfg.split.cut,
         "final_accuracy": last["accuracy"],
         "best_accuracy": max(r["accuracy"] for r in records),
         "final_loss": last["loss"],
+        **(_perplexities(records, initial) if cfg.task == "causal_lm" else {}),
+        **({"generations": generations} if generations else {}),
         "bytes_up_total": sum(r["bytes_up"] for r in records),
         "bytes_down_total": sum(r["bytes_down"] for r in records),
         "bytes_by_kind": {k: sum(r["bytes_by_kind"][k] for r in records) for k in records[0]["bytes_by_kind"]},

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers.masking_utils import (
     create_bidirectional_mask,
     create_causal_mask,
@@ -49,6 +50,23 @@ def _last_token_logits(logits: torch.Tensor, attention_mask: torch.Tensor | None
     positions = torch.arange(attention_mask.shape[-1], device=logits.device)
     last = (positions * attention_mask.to(logits.device, torch.long)).argmax(-1)
     return logits[torch.arange(batch, device=logits.device), last]
+
+
+CHECKPOINT_ATTR = "_splittune_checkpoint"
+
+
+def set_checkpointing(blocks, on: bool = True) -> None:
+    """Mark transformer blocks for activation (gradient) checkpointing in the split path: a marked
+    block saves only its input for backward and recomputes its insides during backward."""
+    for block in blocks:
+        setattr(block, CHECKPOINT_ATTR, bool(on))
+
+
+def call_block(block: nn.Module, *args, **kwargs):
+    """`block(*args, **kwargs)`, checkpointed when the block is marked and autograd is recording."""
+    if getattr(block, CHECKPOINT_ATTR, False) and torch.is_grad_enabled():
+        return checkpoint(block, *args, use_reentrant=False, **kwargs)
+    return block(*args, **kwargs)
 
 
 class Family(ABC):
@@ -113,7 +131,7 @@ class BertFamily(Family):
     def run_blocks(self, hidden, attention_mask, start, stop):
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
         for block in self.blocks()[start:stop]:
-            hidden = block(hidden, mask)
+            hidden = call_block(block, hidden, mask)
         return hidden
 
     def head(self, hidden, attention_mask, labels):
@@ -153,7 +171,7 @@ class GPT2Family(Family):
             position_ids=positions,
         )
         for block in self.blocks()[start:stop]:
-            hidden = block(hidden, None, mask, position_ids=positions)
+            hidden = call_block(block, hidden, None, mask, position_ids=positions)
         return hidden
 
     def head(self, hidden, attention_mask, labels):
@@ -215,7 +233,8 @@ class RotaryDecoderFamily(Family):
         rotary = self._inner().rotary_emb
         pe = {t: rotary(hidden, positions, t) if self._rotary_per_type else rotary(hidden, positions) for t in needed}
         for i in range(start, stop):
-            hidden = self.blocks()[i](
+            hidden = call_block(
+                self.blocks()[i],
                 hidden,
                 attention_mask=masks[layer_types[i]],
                 position_embeddings=pe[layer_types[i]],
@@ -255,7 +274,7 @@ class ViTFamily(Family):
 
     def run_blocks(self, hidden, attention_mask, start, stop):
         for block in self.blocks()[start:stop]:
-            hidden = block(hidden)
+            hidden = call_block(block, hidden)
         return hidden
 
     def head(self, hidden, attention_mask, labels):

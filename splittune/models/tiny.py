@@ -38,7 +38,8 @@ def tiny_model(family: str, *, task: str = "classification", num_labels: int = 3
     if task not in ("classification", "causal_lm"):
         raise ValueError(f"task must be 'classification' or 'causal_lm', got {task!r}")
     if task == "causal_lm" and family in ("bert", "vit"):
-        raise ValueError(f"{family} has no causal LM head in splittune; use task='classification'")
+        raise ValueError(f"tiny-{family} has no causal LM head in splittune; use task=classification, or a "
+                         f"decoder: tiny-{{gpt2,llama,qwen2,gemma3}}")
     torch.manual_seed(seed)
     common = dict(num_labels=num_labels, pad_token_id=vocab_size - 1)
     decoder = dict(

@@ -42,6 +42,8 @@ def take(data: dict[str, torch.Tensor], idx) -> dict[str, torch.Tensor]:
         length = min(batch["attention_mask"].shape[1], -(-longest // 8) * 8)
         batch["input_ids"] = batch["input_ids"][:, :length]
         batch["attention_mask"] = batch["attention_mask"][:, :length]
+        if batch["labels"].dim() == 2:  # causal LM: one label per token, -100 on the padding cut here
+            batch["labels"] = batch["labels"][:, :length]
     return batch
 
 

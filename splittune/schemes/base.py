@@ -115,17 +115,49 @@ def local_steps(train: TrainConfig, num_samples: int) -> int:
     return max(1, math.ceil(train.local_epochs * num_samples / train.batch_size))
 
 
+# Logits of at most this many elements are held at once when evaluating a causal LM (1 GiB in fp32):
+# a large vocabulary (Gemma's 262k) times a batch of tokens would otherwise not fit.
+MAX_EVAL_LOGITS = 2**28
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: dict[str, torch.Tensor], batch_size: int) -> tuple[float, float]:
-    """Test accuracy and mean loss of the unsplit model (split == unsplit, so this is the split model's)."""
+    """Test accuracy and mean loss of the unsplit model (split == unsplit, so this is the split model's).
+
+    Classification: accuracy and mean cross-entropy over examples. Causal LM (labels of shape (N, T)):
+    token accuracy and mean token NLL over the scored tokens (labels != -100, shifted by one as the
+    model's own loss does), so padding and masked prompt tokens never count; exp(loss) is the
+    perplexity."""
     was_training = model.training
     model.eval()
     correct, loss_sum, n = 0, 0.0, 0
     for batch in eval_batches(data, batch_size):
-        out = model(**batch)
         labels = batch["labels"]
+        if labels.dim() == 2:
+            c, s, k = _causal_lm_sums(model, batch)
+            correct, loss_sum, n = correct + c, loss_sum + s, n + k
+            continue
+        out = model(**batch)
         correct += int((out.logits.argmax(-1) == labels).sum())
         loss_sum += float(out.loss) * len(labels)
         n += len(labels)
     model.train(was_training)
     return correct / max(n, 1), loss_sum / max(n, 1)
+
+
+def _causal_lm_sums(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[int, float, int]:
+    """(correct next-token predictions, summed NLL, scored tokens) of one batch, in micro-batches."""
+    ids = batch["input_ids"]
+    vocab = model.config.vocab_size if hasattr(model, "config") else None
+    rows = max(1, MAX_EVAL_LOGITS // (ids.shape[1] * (vocab or 1)))
+    correct, loss_sum, n = 0, 0.0, 0
+    for start in range(0, ids.shape[0], rows):
+        part = {k: v[start:start + rows] for k, v in batch.items() if k != "labels"}
+        target = batch["labels"][start:start + rows, 1:]
+        logits = model(**part).logits[:, :-1].float()
+        scored = target != -100
+        loss_sum += float(torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"))
+        correct += int(((logits.argmax(-1) == target) & scored).sum())
+        n += int(scored.sum())
+    return correct, loss_sum, n
