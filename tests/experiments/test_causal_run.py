@@ -102,3 +102,28 @@ def test_gemma_presets_are_valid_sft_runs_whose_first_comment_is_the_command(nam
     cfg = load_config(path)
     assert cfg.scheme == "sft" and 4 <= cfg.devices <= 8 and cfg.task == "causal_lm"
     assert cfg.model.name == "gemma3-270m"
+
+
+def test_bf16_base_with_checkpointing_keeps_lora_and_optimizer_in_fp32():
+    cfg = load_config(None, TINY + ["model.dtype=bf16", "train.checkpoint_activations=true"])
+    setup, _ = build_setup(cfg)
+    s = SCHEMES["sft"](setup)
+    lora = {n: p for n, p in s.model.named_parameters() if "lora_" in n}
+    base = [p for n, p in s.model.named_parameters() if "lora_" not in n]
+    assert {p.dtype for p in lora.values()} == {torch.float32}
+    assert {p.dtype for p in base} == {torch.bfloat16}
+    before = s.evaluate()
+    result = s.run_round(0)
+    assert math.isfinite(result.loss) and s.evaluate()[1] < before[1]
+    states = [v for d in s.devices for st in d.optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+    assert states and all(v.dtype == torch.float32 for v in states if v.numel() > 1)
+
+
+def test_checkpointing_lowers_the_measured_device_activations():
+    peaks = {}
+    for ckpt in (False, True):
+        cfg = load_config(None, TINY + [f"train.checkpoint_activations={str(ckpt).lower()}", "split.cut=3"])
+        setup, _ = build_setup(cfg)
+        result = SCHEMES["sft"](setup).run_round(0)
+        peaks[ckpt] = result.device_memory.activation_bytes
+    assert 0 < peaks[True] < peaks[False] / 2
