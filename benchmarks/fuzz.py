@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fuzz"))
@@ -40,7 +41,7 @@ def main() -> None:
     torch.set_num_threads(1)
     logging.getLogger("splittune.runtime.server").setLevel(logging.ERROR)
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    console = Console()
+    console = Console(width=max(150, Console().width))
     t0 = time.perf_counter()
     all_targets = targets()
     console.print(f"built {len(all_targets)} targets in {time.perf_counter() - t0:.1f} s; {args.n} inputs each")
@@ -73,12 +74,12 @@ def main() -> None:
         rss = rss_kib("VmHWM") * 1024
         worst = {"other": worst["other"] + counts["other"], "changed": worst["changed"] + counts["changed"],
                  "slowest": max(worst["slowest"], slowest), "rss": max(worst["rss"], rss)}
-        table.add_row(name, f"{args.n}", f"{counts['rejected']}", f"{counts['accepted']}", f"{counts['other']}",
+        table.add_row(escape(name), f"{args.n}", f"{counts['rejected']}", f"{counts['accepted']}", f"{counts['other']}",
                       f"{counts['changed']}", f"{slowest * 1e3:.1f} ms (#{slowest_seed})",
                       f"{total / args.n * 1e3:.2f} ms", f"{rss / 2**20:.0f} MiB")
     console.print(table)
     for name, errors in failures.items():
-        console.print(f"[red]{name}[/red]: " + "; ".join(f"{c}x {e}" for e, c in errors.most_common(5)))
+        console.print(f"[red]{escape(name)}[/red]: " + "; ".join(f"{c}x {escape(e)}" for e, c in errors.most_common(5)))
     ok = worst["other"] == 0 and worst["changed"] == 0 and worst["slowest"] < 1.0 and worst["rss"] < 2**30
     console.print(f"other exceptions {worst['other']}, state changes after a rejection {worst['changed']}, "
                   f"slowest {worst['slowest'] * 1e3:.0f} ms, peak RSS {worst['rss'] / 2**20:.0f} MiB: "

@@ -41,7 +41,7 @@ MAX_HEADER = 1 << 16
 _PREFIX = struct.Struct("<4sBBI")
 _RAW_DTYPES = {d: getattr(torch, d) for d in ("uint8", "int8", "int16", "int32", "int64")}  # narrowest first
 _LENGTH_DTYPES = ("uint8", "uint16", "uint32")
-MAX_MASK_ELEMENTS = 1 << 24  # a lengths section is tiny whatever B x N it claims, so bound what it may expand to
+MAX_MASK_ELEMENTS = 1 << 22  # a lengths section is tiny whatever B x N it claims, so bound what it may expand to
 MAX_DEPTH = 8  # JSON nesting of a header: {"sections": [{"shape": [..]}]} is 4 deep
 MAX_SECTIONS = 64
 MAX_NAME = 128  # characters of a section name
@@ -144,9 +144,12 @@ class Message:
             self.sections[name] = np.packbits(m.astype(bool).ravel()).tobytes()
             self.section_info[name] = {"encoding": "bitmap", "shape": [b, n]}
 
-    def mask(self, name: str) -> torch.Tensor:
+    def mask(self, name: str, shape: tuple[int, int] | None = None) -> torch.Tensor:
+        """The (B, N) int64 mask; with ``shape``, a mask of any other shape is rejected before it is expanded."""
         info, data = self.section_info.get(name, {}), self.section(name)
         b, n = _mask_shape(name, info.get("shape"))
+        if shape is not None and (b, n) != tuple(shape):
+            raise MessageError(f"section {name!r}: a {b}x{n} mask; expected {shape[0]}x{shape[1]}", "bad_mask")
         encoding, dtype = info.get("encoding"), info.get("dtype")
         if encoding == "lengths":
             if dtype not in _LENGTH_DTYPES:

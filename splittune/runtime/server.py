@@ -324,10 +324,7 @@ class SplitServer(AdapterServer):
         b, t, _ = hidden.shape
         mask = None
         if "attention_mask" in msg.sections:
-            mask = msg.mask("attention_mask")
-            if tuple(mask.shape) != (b, t):
-                raise MessageError(f"attention mask of shape {tuple(mask.shape)} for activations {tuple(hidden.shape)}",
-                                   "bad_mask")
+            mask = msg.mask("attention_mask", shape=(b, t))  # checked before the mask is expanded
             if not bool(mask.any(dim=1).all()):
                 raise MessageError("attention mask has a row without any token", "bad_mask")
         if "labels" not in msg.sections:
