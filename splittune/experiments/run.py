@@ -150,6 +150,7 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
                 "server_peak_mem_bytes": result.server_memory.total if result.server_memory else None,
                 "device_memory": _mem(result.device_memory),
                 "server_memory": _mem(result.server_memory),
+                "rejected": result.rejected,
                 **simulator.record(result.work, t),
                 "wall_s": time.perf_counter() - start,
             }

@@ -48,6 +48,7 @@ class RoundResult:
     # running ratios since round 1: raw fp32 bytes of the cut tensors / the whole messages that carried
     # them (header, mask, labels included), and / the codec frames alone
     compression: dict[str, float | None] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)  # messages the server refused, by reason, so far
 
     @property
     def bytes_by_kind(self) -> dict[str, int]:

@@ -106,6 +106,7 @@ class FederatedScheme:
             device_memory=max(device_peaks, key=lambda m: m.total),
             server_memory=self.server.memory.reset(),
             compression=self._compression() if self.split else {},
+            rejected=dict(self.server.rejected),
         )
 
     def _compression(self) -> dict[str, float | None]:

@@ -98,3 +98,15 @@ def test_global_adapter_is_the_data_weighted_fedavg_of_the_devices_updates(schem
             for k in expected_server:
                 torch.testing.assert_close(got_server[k], expected_server[k], atol=1e-6, rtol=1e-5)
             scheme.server.aggregate = original
+
+
+def test_a_rejected_message_is_counted_in_the_round_result_and_changes_nothing():
+    from splittune.runtime.messages import MessageError
+
+    scheme = SFT(make_setup(devices=2, steps=1))
+    assert scheme.run_round(0).rejected == {}
+    before = scheme.server.state_digest()
+    with pytest.raises(MessageError):
+        scheme.transport.call("train_step", b"STMS garbage")
+    assert scheme.server.state_digest() == before
+    assert sum(scheme.run_round(1).rejected.values()) == 1
