@@ -171,7 +171,7 @@ def main() -> None:
         f"{args.warmup} warm-up + {args.rounds} timed rounds per scheme, interleaved; "
         f"load avg (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; {total:.0f} s of rounds. "
         f"ratio = s/example vs central (sums over timed rounds); CPU s = this process, all threads "
-        f"(wall well above CPU/threads: the CPUs were shared); new shapes = FLOP/activation "
+        f"(wall well above CPU/threads would mean the CPUs were shared); new shapes = FLOP/activation "
         f"measurements during timed rounds (one-time costs that fell inside the timing)."
     )
 
