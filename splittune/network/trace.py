@@ -37,6 +37,18 @@ def _non_negative(obj) -> None:
             raise ValueError(f"{type(obj).__name__}.{f.name} must be >= 0, got {value}")
 
 
+class _ByDirection:
+    """`bytes_up` / `bytes_down` of anything that can say its `bytes_by_kind()`."""
+
+    @property
+    def bytes_up(self) -> int:
+        return _direction(self.bytes_by_kind(), "up")
+
+    @property
+    def bytes_down(self) -> int:
+        return _direction(self.bytes_by_kind(), "down")
+
+
 @dataclass
 class StepWork:
     """One local step (one mini-batch) of one device: CC -> IT -> SC -> GT -> DU.
@@ -56,7 +68,7 @@ class StepWork:
 
 
 @dataclass
-class DeviceRoundWork:
+class DeviceRoundWork(_ByDirection):
     """Everything one device did in one round, in the order the clock replays it.
 
     Downlink bytes here are unicast, over the device's own bandwidth share; what one transmission
@@ -85,17 +97,9 @@ class DeviceRoundWork:
             "control_down": self.control_down_bytes,
         }
 
-    @property
-    def bytes_up(self) -> int:
-        return _direction(self.bytes_by_kind(), "up")
-
-    @property
-    def bytes_down(self) -> int:
-        return _direction(self.bytes_by_kind(), "down")
-
 
 @dataclass
-class RoundWork:
+class RoundWork(_ByDirection):
     """One round of a scheme: its devices' work, in turn order when `schedule` is sequential.
 
     - schedule "parallel": every device starts at t = 0 (sft, sfl, fl);
@@ -134,14 +138,6 @@ class RoundWork:
             for kind, n in d.bytes_by_kind().items():
                 total[kind] = total.get(kind, 0) + n
         return {kind: total.get(kind, 0) for kind in BYTE_KINDS}
-
-    @property
-    def bytes_up(self) -> int:
-        return _direction(self.bytes_by_kind(), "up")
-
-    @property
-    def bytes_down(self) -> int:
-        return _direction(self.bytes_by_kind(), "down")
 
 
 def _direction(by_kind: dict[str, int], direction: str) -> int:

@@ -11,22 +11,14 @@ from splittune.schemes.config import CodecPair, TrainConfig
 from scheme_setups import global_state, make_setup
 
 
-def _setup(**kw):
-    return make_setup(**kw)
-
-
-def _global_state(scheme):
-    return global_state(scheme)
-
-
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_one_device_sft_round_equals_central(family, optimizer):
-    sft = SFT(_setup(family=family, optimizer=optimizer, steps=1))
-    central = Central(_setup(family=family, optimizer=optimizer, steps=1))
-    before = _global_state(sft)
+    sft = SFT(make_setup(family=family, optimizer=optimizer, steps=1))
+    central = Central(make_setup(family=family, optimizer=optimizer, steps=1))
+    before = global_state(sft)
     assert sft.run_round(0).loss == pytest.approx(central.run_round(0).loss, rel=1e-6)
-    a, b = _global_state(sft), _global_state(central)
+    a, b = global_state(sft), global_state(central)
     assert a.keys() == b.keys()
     assert any(not torch.equal(a[k], before[k]) for k in a), "training changed nothing"
     for k in a:
@@ -34,7 +26,7 @@ def test_one_device_sft_round_equals_central(family, optimizer):
 
 
 def test_server_keeps_one_base_and_one_adapter_per_device():
-    sft = SFT(_setup(devices=3))
+    sft = SFT(make_setup(devices=3))
     server_stage = sft.server.stage
     base = [n for n, p in server_stage.named_parameters() if "lora_" not in n and "modules_to_save" not in n]
     assert all(not p.requires_grad for n, p in server_stage.named_parameters() if n in base)
@@ -49,9 +41,9 @@ def test_same_seed_same_result():
     # (codec=none vs no codec stage: test_codec_none_training_is_bit_identical_to_training_without_messages)
     runs = []
     for _ in range(2):
-        sft = SFT(_setup(devices=2, codec=CodecPair(), steps=2, dropout=True))
+        sft = SFT(make_setup(devices=2, codec=CodecPair(), steps=2, dropout=True))
         results = [sft.run_round(t) for t in range(2)]
-        runs.append((_global_state(sft), [r.loss for r in results], [r.bytes_up for r in results]))
+        runs.append((global_state(sft), [r.loss for r in results], [r.bytes_up for r in results]))
     (a, la, ba), (b, lb, bb) = runs
     assert la == lb and ba == bb
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -60,8 +52,8 @@ def test_same_seed_same_result():
 def test_compression_changes_bytes_not_shapes():
     codec = CodecPair(up=CodecConfig(kind="topk+sq+ans", rho=0.2, levels=8),
                       down=CodecConfig(kind="topk+sq+zstd", rho=0.3, levels=8))
-    plain = SFT(_setup(devices=2, steps=2)).run_round(0)
-    packed = SFT(_setup(devices=2, codec=codec, steps=2)).run_round(0)
+    plain = SFT(make_setup(devices=2, steps=2)).run_round(0)
+    packed = SFT(make_setup(devices=2, codec=codec, steps=2)).run_round(0)
     assert packed.compression["up_codec"] > 3 and packed.compression["down_codec"] > 2
     assert packed.compression["up"] < packed.compression["up_codec"]  # the whole message: header, mask, labels
     assert plain.compression["up_codec"] == pytest.approx(1.0, abs=0.01)
@@ -71,7 +63,7 @@ def test_compression_changes_bytes_not_shapes():
 
 
 def test_round_reports_real_message_sizes_and_memory():
-    result = SFT(_setup(devices=2, steps=2)).run_round(0)
+    result = SFT(make_setup(devices=2, steps=2)).run_round(0)
     assert len(result.work.devices) == 2 and all(len(w.steps) == 2 for w in result.work.devices)
     step = result.work.devices[0].steps[0]
     # fp32 hidden (4 x <=12 x 32) + mask lengths + labels + headers: bigger than the tensor, not by much
@@ -86,8 +78,8 @@ def test_codec_none_training_is_bit_identical_to_training_without_messages():
     from splittune.models.split import Activations, split_model
     from splittune.runtime.adapters import adapter_slots
 
-    sft = SFT(_setup(devices=1, steps=1))
-    reference = SFT(_setup(devices=1, steps=1))  # same seed: same weights, same adapters
+    sft = SFT(make_setup(devices=1, steps=1))
+    reference = SFT(make_setup(devices=1, steps=1))  # same seed: same weights, same adapters
     device_stage, server_stage = split_model(reference.model, [2])
     reference.model.set_adapter("dev0")
     params = list(adapter_slots(device_stage, "dev0").values()) + list(adapter_slots(server_stage, "dev0").values())
