@@ -1,134 +1,14 @@
-"""The `splittune` command."""
+"""`splittune reproduce`, `sweep` and `compare`: commands that run many experiments."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
+from splittune.cli.app import OVERRIDES_HELP, app, config_and_overrides, console, fail
 from splittune.experiments.config import ConfigError, load_config
-
-app = typer.Typer(
-    help="Split fine-tuning of transformers with LoRA across devices and an edge server.",
-    no_args_is_help=False,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-console = Console()
-# transformers 5 warns about its own deprecated helper on every PEFT wrap; users can't act on it.
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-
-@app.callback()
-def _root() -> None:
-    """Split fine-tuning of transformers with LoRA across devices and an edge server."""
-
-OVERRIDES_HELP = (
-    "Config overrides as dotted key=value pairs, e.g. train.rounds=5 devices=4 split.cut=2 "
-    "data.alpha=0.1 codec.up=topk+sq+ans codec.up.rho=0.2 scheme=central. "
-    "Keys: scheme, devices, seed, data.*, model.*, split.cut, train.*, codec.up/down.*, output_dir, "
-    "scenario.* (scenario.preset=sft-paper|dynamic), planning.* (planning.bandwidth=equal|random|sqp|exact, "
-    "planning.order, planning.cut=auto, planning.compression=auto)."
-)
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red bold]error:[/red bold] {message}")
-    raise typer.Exit(code=2)
-
-
-def config_and_overrides(args: list[str] | None) -> tuple[Path | None, list[str]]:
-    """`[CONFIG.yaml] key=value ...`: a first argument without `=` is the config file."""
-    args = list(args or [])
-    return (Path(args[0]), args[1:]) if args and "=" not in args[0] else (None, args)
-
-
-@app.command()
-def run(
-    args: Annotated[Optional[list[str]], typer.Argument(help="[CONFIG.yaml] then key=value overrides. " + OVERRIDES_HELP)] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write the run folder here instead of output_dir/<time>-<scheme>.")] = None,
-    show_config: Annotated[bool, typer.Option(help="Print the resolved configuration and exit.")] = False,
-):
-    """Run one experiment. With no arguments: the embedded default (MiniLM, chatterbot topics, 8 devices,
-    Dirichlet alpha=0.5, cut after block 3, sft). Writes config.yaml, metrics.jsonl, summary.json,
-    report.md with plots, and the final LoRA adapter (PEFT format) to a run folder."""
-    from splittune.experiments.config import dump_config
-
-    try:
-        cfg = load_config(*config_and_overrides(args))
-    except ConfigError as e:
-        _fail(f"invalid configuration\n{e}")
-    if show_config:
-        console.print(dump_config(cfg))
-        return
-    from splittune.experiments.run import run as run_experiment
-
-    try:
-        run_experiment(cfg, out=out, console=console)
-    except ValueError as e:  # config values that only fail once the model/data are known
-        _fail(str(e))
-
-
-@app.command()
-def plan(
-    args: Annotated[Optional[list[str]], typer.Argument(help=(
-        "[SCENARIO.yaml | preset] then key=value run-config overrides (devices, model.*, train.batch_size, "
-        "model.max_length, scenario.*, planning.*). The preset is sft-paper or dynamic; a YAML file holds "
-        "scenario keys (fleet, server, channel, seed, optionally preset)."))] = None,
-):
-    """Solve the resource-management problems for one round of a scenario and print the decisions: cut
-    layer l, Top-K ratio rho and levels E (P1), bandwidth shares (planning.bandwidth, default exact here),
-    the server's device order (planning.order, default auto here), predicted per-device delays and makespan."""
-    from splittune.experiments.planning import plan_command
-
-    args = list(args or [])
-    try:
-        scenario = scenario_args(args)
-        overrides = [a for a in args if "=" in a]
-        defaults = [d for d in ("planning.bandwidth=exact", "planning.order=auto")
-                    if not any(a.startswith(d.split("=")[0] + "=") for a in overrides)]
-        cfg = load_config(None, [*scenario, *defaults, *overrides])
-        plan_command(cfg, console)
-    except (ConfigError, ValueError) as e:
-        _fail(str(e))
-
-
-def scenario_args(args: list[str]) -> list[str]:
-    from splittune.experiments.planning import scenario_overrides
-
-    if args and "=" not in args[0]:
-        return scenario_overrides(args.pop(0))
-    return []
-
-
-@app.command()
-def split(
-    model: Annotated[str, typer.Argument(help=(
-        "minilm | tiny-<family> | <family>-<blocks> (the family's stock config with that many blocks, e.g. "
-        "gpt2-12, bert-12, vit-12, llama-4) | HF name or local path. Built on the meta device: no weights."))],
-    scenario: Annotated[str, typer.Option(help="Scenario preset (sft-paper, dynamic) or scenario YAML file.")] = "sft-paper",
-    devices: Annotated[int, typer.Option(min=1, help="Devices sharing the bandwidth (each gets B/N).")] = 8,
-    device: Annotated[int, typer.Option(min=0, help="Which device's compute and channel to use.")] = 0,
-    batch: Annotated[int, typer.Option(min=1, help="Batch size of the costed step.")] = 16,
-    seq_len: Annotated[int, typer.Option(min=1, help="Tokens per example (text models).")] = 64,
-    layers: Annotated[bool, typer.Option("--layers", help="Op-level min cut instead of block boundaries.")] = False,
-):
-    """Print a model's optimal device/server cut (minimum s-t cut of its graph) and the cost breakdown of
-    every block cut: device and server compute seconds and communication seconds per training step."""
-    from splittune.experiments.planning import link_costs, split_target
-    from splittune.planning.report import split_report
-
-    try:
-        cfg = load_config(None, [*scenario_args([scenario]), f"devices={devices}"])
-        world = cfg.scenario.build(devices)
-        link = link_costs(world, device, devices)
-        target, inputs = split_target(model, batch, seq_len)
-        split_report(target, inputs, link, blockwise=not layers, console=console)
-    except (ConfigError, ValueError) as e:
-        _fail(str(e))
 
 
 reproduce_app = typer.Typer(help="Reproduce tables and figures of the papers.", no_args_is_help=True)
@@ -152,7 +32,7 @@ def reproduce_table3(
         table3(batch=batch, device_blocks=device_blocks, lora_rank=lora_rank, sweep=sweep, console=console,
                config=vit_base_config(num_hidden_layers=blocks, image_size=image_size))
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @reproduce_app.command("sft-headline")
@@ -180,7 +60,7 @@ def reproduce_sft_headline(
     try:
         reproduce_headline(task, args, out, parse_seeds(seeds), quick, command, console)
     except (ConfigError, CompareError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 sweep_app = typer.Typer(help="Sweep a setting over a grid of runs.", no_args_is_help=True)
@@ -217,9 +97,9 @@ def sweep_codec(
         folder = out or Path(cfg.output_dir) / f"sweep-codec-{datetime.now():%Y%m%d-%H%M%S}"
         sweep.sweep_codec(cfg, points, direction, folder, command, max_loss, save_default, resume, console)
     except ConfigError as e:
-        _fail(f"invalid configuration\n{e}")
+        fail(f"invalid configuration\n{e}")
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @app.command()
@@ -252,48 +132,6 @@ def compare(
         cmp.compare(path, overrides, rows, cmp.parse_seeds(seeds), cmp.parse_targets(targets), out, command,
                     console, quick=quick, verbose=verbose)
     except ConfigError as e:
-        _fail(f"invalid configuration\n{e}")
+        fail(f"invalid configuration\n{e}")
     except ValueError as e:
-        _fail(str(e))
-
-
-@app.command()
-def generate(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder of a task=causal_lm run (config.yaml, adapter/global).")],
-    prompt: Annotated[Optional[str], typer.Argument(help="The prompt; or give --prompts FILE.")] = None,
-    prompts: Annotated[Optional[Path], typer.Option(help="A text file with one prompt a line.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate per prompt.")] = 32,
-    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy (the default); > 0 samples.")] = 0.0,
-    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass (with --temperature > 0).")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
-):
-    """Generate text with a run's base model and its saved LoRA adapter (PEFT), greedy by default."""
-    from splittune.experiments.generate import generate as generate_texts
-
-    if (prompt is None) == (prompts is None):
-        _fail("give one prompt or --prompts FILE (one prompt a line)")
-    if prompts is not None:
-        if not prompts.is_file():
-            _fail(f"--prompts {prompts}: no such file")
-        texts = [line.rstrip("\n") for line in prompts.read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        texts = [prompt]
-    if top_p <= 0:
-        _fail("--top-p must be in (0, 1]")
-    try:
-        outputs = generate_texts(run_dir, texts, max_new_tokens=max_new_tokens, temperature=temperature,
-                                 top_p=top_p, seed=seed)
-    except (FileNotFoundError, ConfigError, ValueError, ImportError) as e:
-        _fail(str(e))
-    for text, out in zip(texts, outputs):
-        console.print(f"[bold]> {text}[/bold]", highlight=False)
-        console.print(out, highlight=False, markup=False)
-        console.print()
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
+        fail(str(e))
