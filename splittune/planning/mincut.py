@@ -90,24 +90,23 @@ def split_cost(graph: SplitGraph, device: set[int] | frozenset[int]) -> Split:
     return Split(frozenset(device), dev + srv + comm, dev, srv, float(comm))
 
 
-def min_cut(graph: SplitGraph) -> Split:
-    """Optimal predecessor-closed device set by max flow (see module docstring)."""
+def flow_network(graph: SplitGraph) -> nx.DiGraph:
+    """The flow network of the module docstring, between "s" (device) and "t" (server)."""
     graph.dag()
     net = nx.DiGraph()
-    s, t = "s", "t"
-    net.add_nodes_from((s, t))
+    net.add_nodes_from(("s", "t"))
     net.add_nodes_from(range(len(graph.names)))
     # An edge without a capacity attribute is infinite for networkx; zero-capacity edges are left
     # out and a tensor with one consumer needs no auxiliary vertex (both only shrink the network).
     for v in range(len(graph.names)):
         if v in graph.pinned_device:
-            net.add_edge(s, v)
+            net.add_edge("s", v)
         elif graph.server_s[v] > 0:
-            net.add_edge(s, v, capacity=float(graph.server_s[v]))
+            net.add_edge("s", v, capacity=float(graph.server_s[v]))
         if v in graph.pinned_server:
-            net.add_edge(v, t)
+            net.add_edge(v, "t")
         elif graph.device_s[v] > 0:
-            net.add_edge(v, t, capacity=float(graph.device_s[v]))
+            net.add_edge(v, "t", capacity=float(graph.device_s[v]))
     for i, tensor in enumerate(graph.tensors):
         if len(tensor.consumers) == 1:  # two tensors between the same pair (after contract) add up
             u, v = tensor.producer, tensor.consumers[0]
@@ -120,7 +119,12 @@ def min_cut(graph: SplitGraph) -> Split:
             net.add_edge(aux, c)
     for u, v in graph.edges():
         net.add_edge(v, u)
-    _, (device_side, _) = nx.minimum_cut(net, s, t)
+    return net
+
+
+def min_cut(graph: SplitGraph) -> Split:
+    """Optimal predecessor-closed device set by max flow (see module docstring)."""
+    _, (device_side, _) = nx.minimum_cut(flow_network(graph), "s", "t")
     return split_cost(graph, {v for v in device_side if isinstance(v, int)})
 
 
