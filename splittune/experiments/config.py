@@ -51,6 +51,13 @@ class SLConfig(Strict):
     )
 
 
+class HeteroConfig(Strict):
+    cuts: list[int] | None = Field(
+        None, description="hetero: the per-device cuts W_n, one per device; null: the deepest cut each device's "
+                          "memory holds (eq. 26 against its profile's memory_bytes)"
+    )
+
+
 class RunConfig(Strict):
     scheme: str = Field("sft", description=f"training scheme: {' | '.join(SCHEMES)}")
     devices: int = Field(8, ge=1, description="number of devices N")
@@ -65,6 +72,7 @@ class RunConfig(Strict):
     train: RunTrainConfig = Field(default_factory=RunTrainConfig)
     codec: CodecPair = Field(default_factory=CodecPair)
     sl: SLConfig = Field(default_factory=SLConfig, description="settings of the sl scheme")
+    hetero: HeteroConfig = Field(default_factory=HeteroConfig, description="settings of the hetero scheme")
     max_message_bytes: int = Field(256 * 2**20, ge=1024, description="largest message a receiver accepts")
     output_dir: Path = Field(Path("runs"), description="parent folder of the run folder")
     scenario: ScenarioConfig = Field(
@@ -105,6 +113,12 @@ class RunConfig(Strict):
             raise ValueError(f"task=causal_lm needs data.name in {CAUSAL_DATASETS}; got {self.data.name!r}")
         if self.task == "classification" and self.data.name in CAUSAL_ONLY:
             raise ValueError(f"data.name={self.data.name!r} has no class labels; use task=causal_lm")
+        return self
+
+    @model_validator(mode="after")
+    def _hetero_cuts(self) -> "RunConfig":
+        if self.hetero.cuts is not None and len(self.hetero.cuts) != self.devices:
+            raise ValueError(f"hetero.cuts needs one cut per device ({self.devices}), got {self.hetero.cuts}")
         return self
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from splittune.data import load_data, partition, partition_stats, partition_table, tensorize_causal
 from splittune.data.causal import dialogue_prompt, held_out_prompts
 from splittune.experiments.config import RunConfig, dump_config
+from splittune.experiments.cut_plans import resolve_cuts
 from splittune.experiments.planning import resolve_planning
 from splittune.experiments.report import summary_table, write_report
 from splittune.experiments.simulation import RoundSimulator
@@ -45,6 +46,12 @@ def build_setup_with_data(cfg: RunConfig, console: Console | None = None):
         check_cuts([cfg.split.cut], num_blocks(model))
     except ValueError as e:
         raise ValueError(f"split.cut: {e}") from None
+    cuts = cfg.hetero.cuts if cfg.scheme == "hetero" else None
+    for c in cuts or ():
+        try:
+            check_cuts([c], num_blocks(model))
+        except ValueError as e:
+            raise ValueError(f"hetero.cuts: {e}") from None
     if cfg.train.checkpoint_activations:  # the device side: embeddings + blocks 0..cut-1
         set_checkpointing(family_of(model).blocks()[: cfg.split.cut])
     if cfg.task == "causal_lm":
@@ -68,7 +75,7 @@ def build_setup_with_data(cfg: RunConfig, console: Console | None = None):
     setup = Setup(
         model=model, device_data=device_data, test_data=test, train=cfg.train, lora=cfg.model.lora,
         cut=cfg.split.cut, codec=cfg.codec, seed=cfg.seed, max_message_bytes=cfg.max_message_bytes,
-        distribution=cfg.scenario.distribution, turn_order=cfg.sl.order,
+        distribution=cfg.scenario.distribution, turn_order=cfg.sl.order, cuts=cuts,
     )
     return setup, stats, (data, tokenizer)
 
@@ -117,6 +124,8 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
     out = out or run_folder(cfg)
     out.mkdir(parents=True, exist_ok=True)
     cfg, plan = resolve_planning(cfg, console)  # P1 once, before training; config.yaml records the result
+    cfg, cuts_plan = resolve_cuts(cfg, console)
+    plan = {**(plan or {}), **(cuts_plan or {})} or None
     (out / "config.yaml").write_text(dump_config(cfg))
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
@@ -171,7 +180,8 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
         "task": cfg.task,
         "rounds": cfg.train.rounds,
         "devices": cfg.devices,
-        "cut": None if "split.cut" in SCHEMES[cfg.scheme].ignores else cfg.split.cut,
+        "cut": setup.cuts if setup.cuts is not None  # per device (hetero)
+        else None if "split.cut" in SCHEMES[cfg.scheme].ignores else cfg.split.cut,
         "final_accuracy": last["accuracy"],
         "best_accuracy": max(r["accuracy"] for r in records),
         "final_loss": last["loss"],

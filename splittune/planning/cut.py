@@ -71,10 +71,27 @@ class CutProblem:
         fits = [l for l, need in zip(self.cuts, self.memory_bytes) if need <= budget]
         if not fits:
             name = self.device_names[tightest] if self.device_names else f"device {tightest}"
-            smallest = int(np.argmin(self.memory_bytes))
-            raise ValueError(f"no cut fits {name}: it has {budget / 2**20:.1f} MiB, the smallest need is "
-                             f"{self.memory_bytes[smallest] / 2**20:.1f} MiB (cut {self.cuts[smallest]})")
+            raise ValueError(_no_cut_fits(name, budget, self.cuts, self.memory_bytes))
         return fits
+
+
+def _no_cut_fits(name: str, budget: float, cuts: Sequence[int], memory_bytes: Sequence[float]) -> str:
+    smallest = int(np.argmin(memory_bytes))
+    return (f"no cut fits {name}: it has {budget / 2**20:.1f} MiB, the smallest need is "
+            f"{memory_bytes[smallest] / 2**20:.1f} MiB (cut {cuts[smallest]})")
+
+
+def deepest_cuts(cuts: Sequence[int], memory_bytes: Sequence[float], device_memory_bytes: Sequence[float],
+                 device_names: Sequence[str]) -> list[int]:
+    """Per device, the deepest cut whose device-side memory M_c(l) fits it (`hetero`, arXiv 2506.02940:
+    each device trains as many lower blocks as its memory holds); error naming the first device no cut fits."""
+    out = []
+    for name, budget in zip(device_names, device_memory_bytes):
+        fits = [l for l, need in zip(cuts, memory_bytes) if need <= budget]
+        if not fits:
+            raise ValueError(_no_cut_fits(name, float(budget), cuts, memory_bytes))
+        out.append(max(fits))
+    return out
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,11 @@ def _lora_layers(stage: Stage) -> list[nn.Module]:
 
 def activate(stage: Stage, adapter: str) -> None:
     """Make `adapter` the one `stage`'s layers use and train, leaving the model's other stages alone:
-    in `sl` the device side runs a device's adapter while the server side runs the one shared adapter."""
-    layers = _lora_layers(stage)
-    if layers and layers[0].active_adapters != [adapter]:
-        for layer in layers:
+    in `sl` the device side runs a device's adapter while the server side runs the one shared adapter.
+    Every layer is checked: with per-device cuts (`hetero`) stages overlap, so another stage may
+    have switched some of this one's layers and not others."""
+    for layer in _lora_layers(stage):
+        if layer.active_adapters != [adapter]:
             layer.set_adapter(adapter)
 
 
@@ -104,6 +105,23 @@ def fedavg(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) 
         key: sum((w / total) * s[key].to(torch.float64) for s, w in zip(states, weights)).to(states[0][key].dtype)
         for key in states[0]
     }
+
+
+def layerwise_fedavg(contributions: Sequence[tuple[float, dict[str, torch.Tensor]]],
+                     slots: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Layer-wise FedAvg (heterogeneous cuts, arXiv 2506.02940): every slot averaged over the
+    contributions that hold it, weighted by their data sizes |D_n|. A contribution is the part of one
+    device's adapter one side trained (its upload, or the server's copy past its cut), so a slot of a
+    block some devices train on the device and others leave to the server gets one entry per device.
+    Contributions are summed in the given order, so with every slot in every device's upload or
+    every server copy this is `fedavg` slot by slot, to the bit."""
+    out = {}
+    for key in slots:
+        held = [(w, s[key]) for w, s in contributions if key in s]
+        if not held:
+            raise ValueError(f"layer-wise FedAvg: no device trained adapter slot {key}")
+        out[key] = fedavg([{key: t} for _, t in held], [w for w, _ in held])[key]
+    return out
 
 
 def check_upload(slots: dict[str, nn.Parameter], state: dict[str, torch.Tensor], where: str = "the stage") -> None:

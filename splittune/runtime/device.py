@@ -55,6 +55,7 @@ class DeviceWorker:
         all_adapters: set[str],
         flops: tuple[FlopMeter, FlopMeter],
         seed: int = 0,
+        broadcast_stage: Stage | None = None,
     ):
         self.index, self.stage, self.batches, self.num_samples = index, stage, batches, num_samples
         self.adapter = device_adapter(index)
@@ -70,6 +71,13 @@ class DeviceWorker:
         # [raw fp32 bytes of the cut tensor, its codec frame, the whole message] per direction
         self.cut_bytes = {"up": [0, 0, 0], "down": [0, 0, 0]}
         self.round = 0  # the round of the latest local step; an upload names it, so the server can bind it
+        # What a broadcast carries: the deepest device-side stage of the round (`hetero`: devices cut at
+        # different blocks), of which this device keeps its own; by default its own stage.
+        sent = broadcast_stage or stage
+        self._own_model_spec = state_spec(frozen_state(stage, all_adapters))
+        self._broadcast_model_spec = state_spec(frozen_state(sent, all_adapters))
+        self._own_adapter_spec = {k: (tuple(p.shape), p.dtype) for k, p in self.slots.items()}
+        self._broadcast_adapter_spec = {k: (tuple(p.shape), p.dtype) for k, p in adapter_slots(sent, self.adapter).items()}
 
     def _call(self, method: str, request: Message, work: DeviceRoundWork) -> bytes:
         """Send a request whose reply carries the payload; the request itself is control traffic."""
@@ -81,29 +89,35 @@ class DeviceWorker:
     def fetch_model(self, work: DeviceRoundWork) -> None:
         """Download the frozen blocks of this device's stage (unicast distribution)."""
         reply = self._call("download_model", Message(MessageKind.ACK, device=self.index), work)
-        self.receive_model(reply)
+        self._load_model(reply, self._own_model_spec)
         work.model_down_bytes += len(reply)
 
     def receive_model(self, reply: bytes) -> None:
-        own = frozen_state(self.stage, self.all_adapters)
+        """The broadcast of the frozen blocks."""
+        self._load_model(reply, self._broadcast_model_spec)
+
+    def _load_model(self, reply: bytes, spec) -> None:
         try:
-            state = decode_state_dict(decode(reply, expect=MessageKind.MODEL).section("state"), expect=state_spec(own))
+            state = decode_state_dict(decode(reply, expect=MessageKind.MODEL).section("state"), expect=spec)
         except MessageError as e:
             raise MessageError(f"device {self.index} was sent blocks that do not match its stage {self.stage}: {e}") from None
         with torch.no_grad():
-            for name, tensor in own.items():
+            for name, tensor in frozen_state(self.stage, self.all_adapters).items():
                 tensor.copy_(state[name])
 
     def fetch_adapter(self, work: DeviceRoundWork) -> None:
         """Download the device-side adapter sent to this device alone (a relay, or unicast)."""
         reply = self._call("download_adapter", Message(MessageKind.ACK, device=self.index), work)
-        self.receive_adapter(reply)
+        self._load_adapter(reply, self._own_adapter_spec)
         work.adapter_down_bytes += len(reply)
 
     def receive_adapter(self, reply: bytes) -> None:
-        state = decode_state_dict(decode(reply, expect=MessageKind.ADAPTER).section("state"),
-                                  expect={k: (tuple(p.shape), p.dtype) for k, p in self.slots.items()})
-        load_slots(self.slots, state, f"device {self.index}'s adapter")
+        """The broadcast of the global device-side adapter."""
+        self._load_adapter(reply, self._broadcast_adapter_spec)
+
+    def _load_adapter(self, reply: bytes, spec) -> None:
+        state = decode_state_dict(decode(reply, expect=MessageKind.ADAPTER).section("state"), expect=spec)
+        load_slots(self.slots, {k: state[k] for k in self.slots}, f"device {self.index}'s adapter")
 
     def upload_adapter(self, work: DeviceRoundWork) -> None:
         msg = Message(MessageKind.ADAPTER, device=self.index, meta={"num_samples": self.num_samples,

@@ -31,8 +31,8 @@ from splittune.runtime.adapters import (
     check_upload,
     copy_slots,
     device_adapter,
-    fedavg,
     frozen_state,
+    layerwise_fedavg,
     load_slots,
     own_parameters,
 )
@@ -70,6 +70,15 @@ def _guarded(handler: Callable[..., bytes]) -> Callable[..., bytes]:
     return handle
 
 
+def _per_device(stage: Stage | Sequence[Stage], devices: list[int]) -> dict[int, Stage]:
+    """{device: its stage} from one stage for every device or one per device, in `devices` order."""
+    if isinstance(stage, Stage):
+        return dict.fromkeys(devices, stage)
+    if len(stage) != len(devices):
+        raise ValueError(f"one stage per device: got {len(stage)} stages for devices {devices}")
+    return dict(zip(devices, stage))
+
+
 def _digest_tensors(h, tensors) -> None:
     for t in tensors:
         t = t.detach().cpu().contiguous()
@@ -91,12 +100,18 @@ class AdapterServer:
 
     def __init__(self, device_stage: Stage, devices: list[int], all_adapters: set[str], relay: bool,
                  max_message_bytes: int, sizes: Sequence[int] | None = None):
-        self.device_stage, self.devices, self.all_adapters = device_stage, devices, all_adapters
+        self.devices, self.all_adapters = devices, all_adapters
         self.relay, self.max_message_bytes = relay, max_message_bytes
-        self.device_global_slots = adapter_slots(device_stage, GLOBAL)
-        self._device_spec = state_spec(copy_slots(self.device_global_slots))
+        # One device-side stage per device (`hetero`: each its own cut); a broadcast carries the
+        # deepest one, of which every device keeps its own blocks.
+        self.device_stages = _per_device(device_stage, devices)
+        self.device_stage = max(self.device_stages.values(), key=lambda st: st.stop)
+        self.device_global_slots = adapter_slots(self.device_stage, GLOBAL)
+        slots = {id(st): adapter_slots(st, GLOBAL) for st in self.device_stages.values()}
+        self._device_slots = {n: slots[id(st)] for n, st in self.device_stages.items()}
+        self._device_spec = {n: state_spec(copy_slots(s)) for n, s in self._device_slots.items()}
         self._uploads: dict[int, tuple[float, dict[str, torch.Tensor]]] = {}
-        self._model_message: bytes | None = None
+        self._model_messages: dict[int, bytes] = {}
         self.memory = PeakMemory()
         if sizes is not None:
             if len(sizes) != len(devices) or any(type(n) is not int or n < 1 for n in sizes):
@@ -142,18 +157,20 @@ class AdapterServer:
 
     @_guarded
     def send_model(self, request: bytes) -> bytes:
-        self._request(request)
-        if self._model_message is None:  # the frozen blocks never change: encode them once
+        n = self._request(request)
+        stage = self.device_stage if n == BASE_STATION else self.device_stages[n]
+        if id(stage) not in self._model_messages:  # the frozen blocks never change: encode them once
             msg = Message(MessageKind.MODEL)
-            msg.sections["state"] = encode_state_dict(frozen_state(self.device_stage, self.all_adapters))
-            self._model_message = msg.encode()
-        return self._model_message
+            msg.sections["state"] = encode_state_dict(frozen_state(stage, self.all_adapters))
+            self._model_messages[id(stage)] = msg.encode()
+        return self._model_messages[id(stage)]
 
     @_guarded
     def send_adapter(self, request: bytes) -> bytes:
         n = self._request(request)
         msg = Message(MessageKind.ADAPTER, device=n)
-        msg.sections["state"] = encode_state_dict(self.device_global_slots)
+        msg.sections["state"] = encode_state_dict(self.device_global_slots if n == BASE_STATION
+                                                  else self._device_slots[n])
         return msg.encode()
 
     def _num_samples(self, msg: Message, n: int) -> int:
@@ -178,14 +195,14 @@ class AdapterServer:
         if set(msg.sections) != {"state"}:
             raise MessageError(f"an adapter upload carries one section 'state'; this one has {list(msg.sections)}")
         try:
-            state = decode_state_dict(msg.section("state"), expect=self._device_spec)
-            check_upload(self.device_global_slots, state, "the device-side model")
+            state = decode_state_dict(msg.section("state"), expect=self._device_spec[n])
+            check_upload(self._device_slots[n], state, "the device-side model")
         except ValueError as e:  # MessageError included
             raise MessageError(f"device {n} uploaded an adapter that does not fit the device-side model: {e}",
                                "bad_adapter") from None
         self.sizes.setdefault(n, size)  # registration: every later upload must report the same size
         if self.relay:  # the next device starts from this one's adapter
-            load_slots(self.device_global_slots, state)
+            load_slots(self._device_slots[n], state)
             self._uploads[n] = (float(size), {})
         else:
             self._uploads[n] = (float(size), state)
@@ -207,8 +224,17 @@ class AdapterServer:
         self._next_step = dict.fromkeys(self.devices, 0)
         self._uploads.clear()
 
+    def _contributions(self) -> list[tuple[float, dict[str, torch.Tensor]]]:
+        """(data size, adapter state) of every part of every device's adapter this round: the uploads."""
+        return [self._uploads[n] for n in self.devices]
+
+    def _aggregated_slots(self) -> dict[str, torch.nn.Parameter]:
+        """The global adapter's slots that FedAvg writes."""
+        return self.device_global_slots
+
     def aggregate(self) -> list[float] | None:
-        """FedAvg of the device-side adapters, weighted by local data size (eq. 7); returns the weights."""
+        """Layer-wise FedAvg, weighted by local data size (eqs. 7-8; with every device at one cut, plain
+        FedAvg of each side): every slot averaged over the devices that trained it. Returns the weights."""
         if self.relay:
             self._uploads.clear()
             return None
@@ -216,7 +242,8 @@ class AdapterServer:
         if missing:
             raise RuntimeError(f"devices {missing} did not upload their adapters this round")
         weights = [self._uploads[n][0] for n in self.devices]
-        load_slots(self.device_global_slots, fedavg([self._uploads[n][1] for n in self.devices], weights))
+        target = self._aggregated_slots()
+        load_slots(target, layerwise_fedavg(self._contributions(), list(target)))
         self._uploads.clear()
         return weights
 
@@ -265,8 +292,8 @@ class SplitServer(AdapterServer):
 
     def __init__(
         self,
-        stage: Stage,
-        device_stage: Stage,
+        stage: Stage | Sequence[Stage],
+        device_stage: Stage | Sequence[Stage],
         devices: list[int],
         all_adapters: set[str],
         make_optimizer: OptimizerFactory,
@@ -282,23 +309,35 @@ class SplitServer(AdapterServer):
     ):
         super().__init__(device_stage, devices, all_adapters, relay=shared_adapter, max_message_bytes=max_message_bytes,
                          sizes=sizes)
-        self.stage, (self.up, self.down), self.hidden_size, self.seed = stage, codecs, hidden_size, seed
+        (self.up, self.down), self.hidden_size, self.seed = codecs, hidden_size, seed
+        # Device n's server side runs blocks W_n.. (one cut for all but in `hetero`); `stage` is the
+        # union, the one base every device's server side is a view of.
+        self.stages = _per_device(stage, devices)
+        self.stage = min(self.stages.values(), key=lambda st: st.start)
         self.shared_adapter = shared_adapter
-        names = [GLOBAL] if shared_adapter else [device_adapter(n) for n in devices]
-        self.slots = {a: adapter_slots(stage, a) for a in names}
-        self.global_slots = adapter_slots(stage, GLOBAL)
+        if shared_adapter:  # sl: the one adapter; device n's steps train its part past W_n
+            self.slots = {GLOBAL: adapter_slots(self.stage, GLOBAL)}
+            self._step_slots = {n: adapter_slots(st, GLOBAL) for n, st in self.stages.items()}
+        else:
+            self.slots = {device_adapter(n): adapter_slots(st, device_adapter(n)) for n, st in self.stages.items()}
+            self._step_slots = {n: self.slots[device_adapter(n)] for n in devices}
+        self.global_slots = adapter_slots(self.stage, GLOBAL)
         self.optimizers = {a: make_optimizer(list(s.values())) for a, s in self.slots.items()}
         if copies:  # sfl: one whole copy of the server blocks per device, all running at once
-            one = own_parameters(stage, names[0], all_adapters)
-            self.param_bytes, self.concurrent = len(devices) * tensor_bytes(one), len(devices)
-        else:  # one base; its adapters: every device's (sft) or the shared one (sl)
-            own = own_parameters(stage, GLOBAL, all_adapters) if shared_adapter else list(stage.parameters())
-            self.param_bytes, self.concurrent = tensor_bytes(own), 1
-        self.activations = ActivationMeter(exclude=stage.parameters())
-        self.flops = FlopMeter()
-        config = stage.family.config
-        self.dtype = next(p.dtype for p in stage.parameters() if p.is_floating_point())
-        self.task = stage.family.task
+            self.param_bytes = sum(tensor_bytes(own_parameters(st, device_adapter(n), all_adapters))
+                                   for n, st in self.stages.items())
+            self.concurrent = len(devices)
+        else:  # one base; its adapters: every device's past its cut (sft, hetero) or the shared one (sl)
+            own = tensor_bytes(own_parameters(self.stage, GLOBAL, all_adapters))
+            if not shared_adapter:
+                own += sum(tensor_bytes(s.values()) for s in self.slots.values())
+            self.param_bytes, self.concurrent = own, 1
+        meters = {id(st): (ActivationMeter(exclude=self.stage.parameters()), FlopMeter())
+                  for st in self.stages.values()}  # what a step holds and costs depends on the blocks it runs
+        self._meters = {n: meters[id(st)] for n, st in self.stages.items()}
+        config = self.stage.family.config
+        self.dtype = next(p.dtype for p in self.stage.parameters() if p.is_floating_point())
+        self.task = self.stage.family.task
         self.num_classes = config.vocab_size if self.task == "causal_lm" else config.num_labels
         model_tokens = max_positions(config)
         self.max_tokens = min(t for t in (max_tokens, model_tokens, MAX_ID) if t is not None)
@@ -359,16 +398,16 @@ class SplitServer(AdapterServer):
         n = self._device(msg)
         round_idx = self._turn(msg, n)
         acts = self._activations(msg)
-        adapter = self.adapter_of(n)
-        params, optimizer = list(self.slots[adapter].values()), self.optimizers[adapter]
+        adapter, stage, (activations, flops) = self.adapter_of(n), self.stages[n], self._meters[n]
+        params, optimizer = list(self._step_slots[n].values()), self.optimizers[adapter]
         rng = torch.default_generator.get_state()
         try:
-            activate(self.stage, adapter)
+            activate(stage, adapter)
             seed_dropout(derive_seed(self.seed, n, round_idx, msg.step, 2))
             shape_key = tuple(acts.hidden.shape)
-            with self.activations.measure(shape_key), self.flops.measure(shape_key):
+            with activations.measure(shape_key), flops.measure(shape_key):
                 try:
-                    out = self.stage(acts)
+                    out = stage(acts)
                     if out.loss is None or not math.isfinite(out.loss.item()):
                         raise MessageError(f"device {n} step {msg.step}: the loss is {out.loss}", "non_finite_loss")
                     out.loss.backward()
@@ -380,7 +419,7 @@ class SplitServer(AdapterServer):
             if any(not _finite(g) for g in grads):
                 raise MessageError(f"device {n} step {msg.step}: non-finite gradients", "non_finite_gradient")
             reply = Message(MessageKind.GRADIENTS, device=n, step=msg.step,
-                            meta={"loss": out.loss.item(), "server_flops": self.flops.last})
+                            meta={"loss": out.loss.item(), "server_flops": flops.last})
             try:  # before the step: a gradient that cannot travel must not have moved the adapter
                 reply.sections["gradient"] = self.down.encode(
                     acts.hidden.grad, seed=derive_seed(self.seed, n, round_idx, msg.step, 3),
@@ -395,7 +434,7 @@ class SplitServer(AdapterServer):
             raise
         self.memory.observe(memory_breakdown(
             param_bytes=self.param_bytes, trainable=params, optimizers=self.optimizers.values(),
-            activation_bytes=self.concurrent * self.activations.last,
+            activation_bytes=self.concurrent * activations.last,
             input_bytes=self.concurrent * tensor_bytes([acts.hidden, acts.attention_mask, acts.labels]),
         ))
         optimizer.zero_grad(set_to_none=True)
@@ -426,15 +465,16 @@ class SplitServer(AdapterServer):
         if not self.shared_adapter:
             state = copy_slots(self.global_slots)
             for slots in self.slots.values():
-                load_slots(slots, state)
+                load_slots(slots, {k: state[k] for k in slots})
 
-    def aggregate(self) -> list[float] | None:
-        """FedAvg of both sides (eqs. 7-8), into the global adapter; `sl` keeps its one adapter."""
-        weights = super().aggregate()
-        if weights is not None:
-            states = [copy_slots(self.slots[device_adapter(n)]) for n in self.devices]
-            load_slots(self.global_slots, fedavg(states, weights))
-        return weights
+    def _contributions(self) -> list[tuple[float, dict[str, torch.Tensor]]]:
+        """The uploads (each device's blocks before its cut) and the server's copy of each device's
+        adapter past its cut: together every device's whole adapter, each slot from the side that trained it."""
+        server = [(self._uploads[n][0], copy_slots(self.slots[device_adapter(n)])) for n in self.devices]
+        return super()._contributions() + server
+
+    def _aggregated_slots(self) -> dict[str, torch.nn.Parameter]:
+        return {**self.device_global_slots, **self.global_slots}
 
     def _digest(self, h) -> None:
         super()._digest(h)

@@ -33,6 +33,11 @@ class Setup:
     distribution: Distribution = "broadcast"  # how the frozen blocks and the global adapter go down (ED)
     turn_order: TurnOrder = "fixed"  # sequential schemes (sl): the devices' order in each round
     max_tokens: int | None = None  # the server rejects activations of more tokens; None: the model's positions
+    cuts: list[int] | None = None  # per-device cuts W_n (`hetero`, CARD's per-device cut); None: `cut` for all
+
+    @property
+    def device_cuts(self) -> list[int]:
+        return list(self.cuts) if self.cuts is not None else [self.cut] * len(self.device_data)
 
     @property
     def sizes(self) -> list[int]:

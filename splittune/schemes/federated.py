@@ -6,7 +6,9 @@ A scheme file sets a few class attributes and gets the rest from here and the ru
 - `shared_server_adapter`: ONE server-side adapter every device's batches train in turn, the device
   adapter relayed between devices (`sl`), instead of one per device, FedAvg'd;
 - `server_copies`: the server holds a copy of its blocks per device (`sfl`) instead of one shared
-  base (`sft`); the numbers are the same, the memory and the timeline are not.
+  base (`sft`); the numbers are the same, the memory and the timeline are not;
+- `device_cuts`: whether devices may cut at different blocks (`setup.cuts`): device n runs blocks
+  ..W_n-1 and the server blocks W_n.. of device n's adapter (`hetero`; `sl` under CARD).
 
 The model carries a `global` adapter and one `dev<n>` adapter per device, all starting equal
 (PEFT multi-adapter on one frozen base: in one process, devices and server share the base
@@ -49,6 +51,7 @@ class FederatedScheme:
     split = True
     shared_server_adapter = False
     server_copies = False
+    device_cuts = False
     # config keys (dotted prefixes) this scheme does not read; `compare` reports them when set
     ignores: tuple[str, ...] = ()
 
@@ -58,30 +61,33 @@ class FederatedScheme:
         self.model = multi_adapter_model(setup.model, setup.lora, n_devices, setup.seed)
         self.model.train()
         adapters = {GLOBAL} | {device_adapter(n) for n in range(n_devices)}
-        stages = split_model(self.model, [setup.cut]) if self.split else [whole_model(self.model)]
-        for stage in stages:
-            for n in range(n_devices):
-                load_adapter_state(stage, device_adapter(n), adapter_state(stage, GLOBAL))
+        whole = whole_model(self.model)
+        for n in range(n_devices):
+            load_adapter_state(whole, device_adapter(n), adapter_state(whole, GLOBAL))
+        cuts = self._cuts(setup)
+        by_cut = {c: split_model(self.model, [c]) if self.split else [whole] for c in sorted(set(cuts))}
+        device_stages = [by_cut[c][0] for c in cuts]
         make_opt = make_optimizer_factory(setup.train)
         codecs = (build_codec(setup.codec.up), build_codec(setup.codec.down))
         devices = list(range(n_devices))
         if self.split:
             self.server = SplitServer(
-                stages[1], stages[0], devices, adapters, make_opt, codecs, self.model.config.hidden_size,
-                setup.max_message_bytes, setup.seed, self.shared_server_adapter, self.server_copies,
-                sizes=setup.sizes, max_batch=setup.train.batch_size, max_tokens=setup.max_tokens,
+                [by_cut[c][1] for c in cuts], device_stages, devices, adapters, make_opt, codecs,
+                self.model.config.hidden_size, setup.max_message_bytes, setup.seed, self.shared_server_adapter,
+                self.server_copies, sizes=setup.sizes, max_batch=setup.train.batch_size, max_tokens=setup.max_tokens,
             )
         else:
-            self.server = AdapterServer(stages[0], devices, adapters, relay=False,
+            self.server = AdapterServer(whole, devices, adapters, relay=False,
                                         max_message_bytes=setup.max_message_bytes, sizes=setup.sizes)
         self.transport = transport or InProcessTransport(self.server.handlers())
-        flops = (FlopMeter(), FlopMeter())
+        flops = {c: (FlopMeter(), FlopMeter()) for c in by_cut}  # shared by the devices of one cut
         self.devices = [
             DeviceWorker(
-                n, stages[0], shuffled_batches(
+                n, device_stages[n], shuffled_batches(
                     data, setup.train.batch_size, derive_seed(setup.seed, n), setup.train.group_by_length
                 ),
-                size, make_opt, codecs, self.transport, adapters, flops, seed=setup.seed,
+                size, make_opt, codecs, self.transport, adapters, flops[cuts[n]], seed=setup.seed,
+                broadcast_stage=self.server.device_stage,
             )
             for n, (data, size) in enumerate(zip(setup.device_data, setup.sizes))
         ]
@@ -89,6 +95,15 @@ class FederatedScheme:
             self.devices, self.server, self.transport, [local_steps(setup.train, s) for s in setup.sizes],
             self.layout, setup.distribution, setup.turn_order, setup.seed,
         )
+
+    def _cuts(self, setup: Setup) -> list[int]:
+        cuts = setup.device_cuts
+        if len(cuts) != len(setup.device_data):
+            raise ValueError(f"{self.name}: {len(cuts)} per-device cuts for {len(setup.device_data)} devices")
+        if len(set(cuts)) > 1 and not self.device_cuts:
+            raise ValueError(f"{self.name} cuts every device at one block; per-device cuts {cuts} need scheme "
+                             f"hetero (or sl with planning.server_compute=card)")
+        return cuts
 
     def optimizers(self):
         return [d.optimizer for d in self.devices] + list(getattr(self.server, "optimizers", {}).values())
