@@ -215,7 +215,7 @@ class GrpcServer:
             if received > total:
                 break
             parts.append(frame)
-        if received < total and not context.is_active():  # the stream ended because the client went away
+        if received < total and _client_gone(context):  # the stream ended because the client went away
             raise grpc.RpcError()
         if received != total:
             raise self._reject(invalid, f"{method} request declared {total} bytes but carried "
@@ -356,6 +356,12 @@ class GrpcTransport:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         name = code.name if code is not None else "error"
         return TransportError(f"{method} to {self.address} failed{tries}: {name}: {details}", code=code, method=method)
+
+
+def _client_gone(context: grpc.ServicerContext) -> bool:
+    """Cancelled, or past its deadline (the RPC may still look active for a moment after that)."""
+    remaining = context.time_remaining()
+    return not context.is_active() or (remaining is not None and remaining <= 0)
 
 
 def _details(e: grpc.RpcError) -> str:

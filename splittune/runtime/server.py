@@ -49,6 +49,7 @@ from splittune.runtime.messages import (
     state_spec,
 )
 from splittune.runtime.metering import ActivationMeter, FlopMeter, PeakMemory, memory_breakdown, tensor_bytes
+from splittune.runtime.replay import ReplayCache
 
 BASE_STATION = -1  # the sender named in a request for a broadcast: the base station itself
 IGNORE_INDEX = -100  # labels of tokens a causal LM does not score
@@ -96,6 +97,9 @@ class AdapterServer:
     from the run's data split; without them the first size a device reports is registered and every
     later upload must repeat it). FedAvg weights come from that record, never from a message.
     Rejections raise `MessageError` (or `CodecError`) and are counted in `rejected` {reason: count}.
+    A round is closed by `aggregate()`: nothing of it is accepted afterwards (a device dropped from
+    the round may still be sending). A byte-identical retry of a device's latest accepted request is
+    answered with the same reply and changes nothing (`runtime.replay`).
     """
 
     def __init__(self, device_stage: Stage, devices: list[int], all_adapters: set[str], relay: bool,
@@ -117,7 +121,8 @@ class AdapterServer:
             if len(sizes) != len(devices) or any(type(n) is not int or n < 1 for n in sizes):
                 raise ValueError(f"sizes must be one positive integer per device, got {list(sizes)} for {devices}")
         self.sizes: dict[int, int] = dict(zip(devices, sizes)) if sizes is not None else {}
-        self.round, self._started = 0, False
+        self.round, self._started, self._open = 0, False, True
+        self._replies = ReplayCache()
         self._next_step = dict.fromkeys(devices, 0)
         self.rejected: dict[str, int] = {}  # reason -> requests rejected for it, over the whole run
 
@@ -150,6 +155,9 @@ class AdapterServer:
 
     def _round_of(self, msg: Message) -> int:
         r = msg.meta_int("round", 0, MAX_ID)
+        if r == self.round and not self._open:
+            raise MessageError(f"device {msg.device} sent a {msg.kind.name} message for round {r}, which is closed",
+                               "wrong_round")
         if r != self.round:
             raise MessageError(f"device {msg.device} sent a {msg.kind.name} message for round {r}; this is round "
                                f"{self.round}", "wrong_round")
@@ -188,6 +196,9 @@ class AdapterServer:
     def receive_adapter(self, request: bytes) -> bytes:
         msg = decode(request, expect=MessageKind.ADAPTER, max_bytes=self.max_message_bytes)
         n = self._device(msg)
+        replay = self._replies.lookup(n, request)
+        if replay is not None:
+            return replay
         self._round_of(msg)
         if n in self._uploads:
             raise MessageError(f"device {n} already uploaded its adapter in round {self.round}", "duplicate_upload")
@@ -207,7 +218,11 @@ class AdapterServer:
         else:
             self._uploads[n] = (float(size), state)
             self._observe_uploads()
-        return Message(MessageKind.ACK, device=n).encode()
+        return self._replies.store(n, request, Message(MessageKind.ACK, device=n).encode())
+
+    def uploaded(self, n: int) -> bool:
+        """Whether device `n` has uploaded its adapter in the current round."""
+        return n in self._uploads
 
     def _observe_uploads(self) -> None:
         """An aggregator holds the global adapter and every upload of the round until it averages."""
@@ -220,30 +235,35 @@ class AdapterServer:
         """Open round `round_idx` (default: the next one): from now on only its messages are accepted,
         every device's steps count from 0 again, and uploads of earlier rounds are dropped."""
         self.round = round_idx if round_idx is not None else (self.round + 1 if self._started else 0)
-        self._started = True
+        self._started, self._open = True, True
         self._next_step = dict.fromkeys(self.devices, 0)
         self._uploads.clear()
+        self._replies.clear()
 
-    def _contributions(self) -> list[tuple[float, dict[str, torch.Tensor]]]:
-        """(data size, adapter state) of every part of every device's adapter this round: the uploads."""
-        return [self._uploads[n] for n in self.devices]
+    def _contributions(self, devices: list[int]) -> list[tuple[float, dict[str, torch.Tensor]]]:
+        """(data size, adapter state) of every part of `devices`' adapters this round: the uploads."""
+        return [self._uploads[n] for n in devices]
 
     def _aggregated_slots(self) -> dict[str, torch.nn.Parameter]:
         """The global adapter's slots that FedAvg writes."""
         return self.device_global_slots
 
-    def aggregate(self) -> list[float] | None:
-        """Layer-wise FedAvg, weighted by local data size (eqs. 7-8; with every device at one cut, plain
-        FedAvg of each side): every slot averaged over the devices that trained it. Returns the weights."""
+    def aggregate(self, devices: Sequence[int] | None = None) -> list[float] | None:
+        """Layer-wise FedAvg over `devices` (default: all; a round that dropped some averages the others,
+        renormalised), weighted by local data size (eqs. 7-8; with every device at one cut, plain FedAvg
+        of each side): every slot averaged over the devices that trained it. Returns the weights.
+        Closes the round."""
+        self._open = False
         if self.relay:
             self._uploads.clear()
             return None
-        missing = sorted(set(self.devices) - set(self._uploads))
-        if missing:
-            raise RuntimeError(f"devices {missing} did not upload their adapters this round")
-        weights = [self._uploads[n][0] for n in self.devices]
+        devices = list(self.devices if devices is None else devices)
+        missing = sorted(set(devices) - set(self._uploads))
+        if missing or not devices:
+            raise RuntimeError(f"devices {missing or devices} did not upload their adapters this round")
+        weights = [self._uploads[n][0] for n in devices]
         target = self._aggregated_slots()
-        load_slots(target, layerwise_fedavg(self._contributions(), list(target)))
+        load_slots(target, layerwise_fedavg(self._contributions(devices), list(target)))
         self._uploads.clear()
         return weights
 
@@ -396,6 +416,9 @@ class SplitServer(AdapterServer):
     def train_step(self, request: bytes) -> bytes:
         msg = decode(request, expect=MessageKind.ACTIVATIONS, max_bytes=self.max_message_bytes)
         n = self._device(msg)
+        replay = self._replies.lookup(n, request)
+        if replay is not None:
+            return replay
         round_idx = self._turn(msg, n)
         acts = self._activations(msg)
         adapter, stage, (activations, flops) = self.adapter_of(n), self.stages[n], self._meters[n]
@@ -439,7 +462,7 @@ class SplitServer(AdapterServer):
         ))
         optimizer.zero_grad(set_to_none=True)
         self._next_step[n] += 1
-        return reply.encode()
+        return self._replies.store(n, request, reply.encode())
 
     def _step(self, optimizer, params: list[torch.nn.Parameter], n: int, step: int) -> None:
         """optimizer.step(), undone (parameters and optimizer state) if it makes the adapter non-finite."""
@@ -467,11 +490,11 @@ class SplitServer(AdapterServer):
             for slots in self.slots.values():
                 load_slots(slots, {k: state[k] for k in slots})
 
-    def _contributions(self) -> list[tuple[float, dict[str, torch.Tensor]]]:
+    def _contributions(self, devices: list[int]) -> list[tuple[float, dict[str, torch.Tensor]]]:
         """The uploads (each device's blocks before its cut) and the server's copy of each device's
         adapter past its cut: together every device's whole adapter, each slot from the side that trained it."""
-        server = [(self._uploads[n][0], copy_slots(self.slots[device_adapter(n)])) for n in self.devices]
-        return super()._contributions() + server
+        server = [(self._uploads[n][0], copy_slots(self.slots[device_adapter(n)])) for n in devices]
+        return super()._contributions(devices) + server
 
     def _aggregated_slots(self) -> dict[str, torch.nn.Parameter]:
         return {**self.device_global_slots, **self.global_slots}

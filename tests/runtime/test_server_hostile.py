@@ -228,7 +228,8 @@ def test_aggregation_weights_are_the_server_s_record_of_data_sizes():
     s = sft.server
     for n in (0, 1):
         s.receive_adapter(upload(s, sft.devices[n].slots, device=n))
-    rejected(s, upload(s, sft.devices[0].slots), "duplicate_upload", handler="receive_adapter")
+    other = {k: p.detach() + 1 for k, p in sft.devices[0].slots.items()}  # not a retry: other bytes
+    rejected(s, upload(s, sft.devices[0].slots, state=other), "duplicate_upload", handler="receive_adapter")
     assert s.aggregate() == [float(n) for n in SIZES]
 
 
@@ -238,7 +239,7 @@ def test_replayed_spoofed_and_stale_messages_are_rejected():
     s = sft.server
     step0 = activations(s, device=0)
     s.train_step(step0)
-    rejected(s, step0, "wrong_step")  # replayed in the same round
+    rejected(s, activations(s, device=0, step=0), "wrong_step")  # another step 0 in the same round
     stale_upload = upload(s, sft.devices[0].slots, device=0)
     s.start_round(1)
     rejected(s, step0, "wrong_round")
