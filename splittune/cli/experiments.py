@@ -23,6 +23,8 @@ def reproduce_table3(
     blocks: Annotated[int, typer.Option(min=1, help="ViT blocks (ViT-B/16: 12); fewer for a quick check.")] = 12,
     image_size: Annotated[int, typer.Option(min=16, help="Image side in pixels (ViT-B/16: 224).")] = 224,
     sweep: Annotated[bool, typer.Option(help="Also sweep the device blocks (Fig. 6) against eq. 26.")] = True,
+    out: Annotated[Path, typer.Option(help="Folder for table3.csv and, with the sweep, fig6.csv and fig6.png/.pdf.")]
+    = Path("runs/table3"),
 ):
     """Table III and Fig. 6 of the SFT paper: peak device memory of ViT fine-tuning (FL full, FL LoRA,
     split), measured on the meta device (no weights, no compute) beside the paper's figures."""
@@ -30,7 +32,7 @@ def reproduce_table3(
 
     try:
         table3(batch=batch, device_blocks=device_blocks, lora_rank=lora_rank, sweep=sweep, console=console,
-               config=vit_base_config(num_hidden_layers=blocks, image_size=image_size))
+               config=vit_base_config(num_hidden_layers=blocks, image_size=image_size), out=out)
     except ValueError as e:
         fail(str(e))
 

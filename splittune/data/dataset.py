@@ -28,6 +28,11 @@ class ClassificationData:
     def num_labels(self) -> int:
         return len(self.label_names)
 
+    @property
+    def majority_accuracy(self) -> float:
+        """Test accuracy of always answering the most frequent test label: the floor a run must beat."""
+        return float(np.bincount(self.test_y, minlength=self.num_labels).max() / max(len(self.test_y), 1))
+
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted train and test index arrays; every class with >= 2 examples lands in both splits."""

@@ -42,8 +42,10 @@ def partition_table(labels: np.ndarray, parts: Sequence[np.ndarray], label_names
         caption=f"histogram order: {', '.join(label_names)}; "
                 f"overall label entropy {stats['global_label_entropy_bits']:.2f} bits",
     )
-    for column in ("device", "samples", "labels", "entropy (bits)", "top labels", "histogram"):
-        table.add_column(column, justify="left" if column in ("top labels", "histogram") else "right")
+    for column in ("device", "samples", "labels", "entropy\n(bits)", "top labels"):
+        table.add_column(column, justify="left" if column == "top labels" else "right")
+    # a histogram that wraps is unreadable: it keeps one line and the other columns fold instead
+    table.add_column("histogram", no_wrap=True, min_width=len(label_names))
     for device, (size, counts, n_labels, entropy) in enumerate(zip(
         stats["sizes"], stats["label_counts"], stats["labels_per_device"], stats["label_entropy_bits"]
     )):

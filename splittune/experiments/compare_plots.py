@@ -9,19 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and in CI
 import matplotlib.pyplot as plt
 import numpy as np
 
+from splittune.figures import save_figure
 from splittune.network.clock import PHASES
+from splittune.network.gantt import PHASE_NAMES
 
 MiB = 2**20
 MARKERS = "osD^vP*Xh<>"
-PHASE_NAMES = {"ED": "ED model/adapter distribution", "CC": "CC device forward", "IT": "IT activations up",
-               "SC": "SC server compute", "GT": "GT gradients down", "DU": "DU device backward",
-               "LT": "LT adapter upload"}
 KIND_NAMES = [("bytes_model_down", "model distribution (down)"), ("bytes_adapters_down", "adapters down"),
               ("bytes_adapters_up", "adapters up"), ("bytes_activations_up", "activations up"),
               ("bytes_gradients_down", "gradients down"), ("bytes_control", "control (up + down)")]
@@ -33,8 +29,7 @@ def _style(i: int) -> dict:
 
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _mean_curve(runs: list[list[dict]], key: str) -> np.ndarray:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and in CI
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 from rich.table import Table
+
+from splittune.figures import save_figure
 
 
 def human_bytes(n: float | None) -> str:
@@ -95,36 +95,52 @@ def summary_table(summary: dict) -> Table:
     return table
 
 
-def plot_training(records: list[dict], path: Path) -> None:
+def _run_title(summary: dict) -> str:
+    devices = "" if summary["scheme"] == "central" else f", {summary['devices']} devices"
+    return f"{summary['scheme']} on {summary['model']}{devices}"
+
+
+def plot_training(records: list[dict], summary: dict, path: Path) -> None:
+    """Accuracy and loss per round; the majority-class line is the accuracy of always guessing one label."""
     rounds = [r["round"] for r in records]
+    causal = summary.get("task") == "causal_lm"
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax_acc.plot(rounds, [r["accuracy"] for r in records], marker="o")
-    ax_acc.set(xlabel="round", ylabel="test accuracy", title="Test accuracy")
+    ax_acc.plot(rounds, [r["accuracy"] for r in records], marker="o", label="test")
+    if summary.get("majority_accuracy") is not None:
+        ax_acc.axhline(summary["majority_accuracy"], color="grey", ls="--", lw=1,
+                       label=f"majority class ({summary['majority_accuracy']:.3f})")
+        ax_acc.legend(fontsize=8)
+    ax_acc.set(xlabel="round", ylabel="test token accuracy" if causal else "test accuracy",
+               title="Test token accuracy" if causal else "Test accuracy")
     ax_loss.plot(rounds, [r["loss"] for r in records], marker="o", label="test")
     ax_loss.plot(rounds, [r["train_loss"] for r in records], marker="x", label="train (mean over round)")
-    ax_loss.set(xlabel="round", ylabel="loss", title="Loss")
-    ax_loss.legend()
+    ax_loss.set(xlabel="round", ylabel="loss (mean token NLL)" if causal else "loss", title="Loss")
+    ax_loss.legend(fontsize=8)
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(_run_title(summary))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
-def plot_accuracy_vs_time(records: list[dict], path: Path) -> None:
+def plot_accuracy_vs_time(records: list[dict], summary: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.plot([r["sim_time_s"] for r in records], [r["accuracy"] for r in records], marker="o")
-    ax.set(xlabel="simulated wall time (s)", ylabel="test accuracy", title="Test accuracy vs simulated time")
+    if summary.get("majority_accuracy") is not None:
+        ax.axhline(summary["majority_accuracy"], color="grey", ls="--", lw=1, label="majority class")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="simulated wall time (s)", ylabel="test accuracy",
+           title=f"Test accuracy vs simulated time\n{_run_title(summary)}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
-def _simulated_section(out: Path, records: list[dict]) -> list[str]:
+def _simulated_section(out: Path, records: list[dict], summary: dict) -> list[str]:
     if "sim_time_s" not in records[-1]:
         return []
-    plot_accuracy_vs_time(records, out / "accuracy_vs_time.png")
+    plot_accuracy_vs_time(records, summary, out / "accuracy_vs_time.png")
     last = records[-1]
     phases = " | ".join(f"{k} {v:.3g}" for k, v in last["phase_s"].items())
     lines = ["## Simulated wireless round", "", "![accuracy vs simulated time](accuracy_vs_time.png)", ""]
@@ -145,7 +161,7 @@ def _memory_table(summary_mem: dict | None, title: str) -> list[str]:
 
 
 def write_report(out: Path, cfg, records: list[dict], summary: dict) -> None:
-    plot_training(records, out / "training.png")
+    plot_training(records, summary, out / "training.png")
     lines = [
         f"# splittune run: {summary['scheme']} on {summary['model']}",
         "",
@@ -160,7 +176,7 @@ def write_report(out: Path, cfg, records: list[dict], summary: dict) -> None:
         "",
         *_memory_table(records[-1].get("device_memory"), "device side"),
         *_memory_table(records[-1].get("server_memory"), "server side"),
-        *_simulated_section(out, records),
+        *_simulated_section(out, records, summary),
         "## Per round",
         "",
         "| round | accuracy | test loss | train loss | bytes up | bytes down |",

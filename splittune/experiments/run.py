@@ -185,6 +185,7 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
         "final_accuracy": last["accuracy"],
         "best_accuracy": max(r["accuracy"] for r in records),
         "final_loss": last["loss"],
+        **({"majority_accuracy": data.majority_accuracy} if hasattr(data, "majority_accuracy") else {}),
         **(_perplexities(records, initial) if cfg.task == "causal_lm" else {}),
         **({"generations": generations} if generations else {}),
         "bytes_up_total": sum(r["bytes_up"] for r in records),

@@ -17,16 +17,16 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and in CI
 import matplotlib.pyplot as plt
 import numpy as np
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from matplotlib.ticker import NullFormatter
 from rich.table import Table
 
 import splittune.planning
@@ -34,6 +34,7 @@ from splittune.codec import CodecConfig
 from splittune.data import load_data
 from splittune.experiments.config import RunConfig, dump_config
 from splittune.experiments.report import human_bytes
+from splittune.figures import save_figure
 from splittune.planning.accuracy import POWERS, TERMS, AccuracyModel
 
 DIRECTIONS = ("up", "down", "both")
@@ -245,14 +246,28 @@ def table_cells(r: dict) -> list[str]:
 
 HEADERS = ["codec", "rho", "E", "lossless", "final acc", "best acc", "tail acc", "Δ tail vs none", "ratio up",
            "ratio down", "total bytes"]
+# dropped from the terminal table, in this order, when it would not fit (sweep.md and sweep.csv keep them)
+_OPTIONAL = ("final acc", "best acc")
 
 
-def rich_table(rows: list[dict], title: str) -> Table:
-    table = Table(title=title)
-    for h in HEADERS:
-        table.add_column(h, justify="left" if h in ("codec", "lossless") else "right")
-    for r in rows:
-        table.add_row(*table_cells(r))
+def rich_table(rows: list[dict], title: str, width: int | None = None) -> Table:
+    """The sweep as a terminal table. Cells never wrap or get cut: headers fold onto several lines, and
+    when even that is too wide for `width` the optional columns are dropped (sweep.md keeps them)."""
+    cells = [table_cells(r) for r in rows]
+    widths = {h: max([len(c[i]) for c in cells] + [len(w) for w in h.split()]) for i, h in enumerate(HEADERS)}
+    shown = list(HEADERS)
+    for h in _OPTIONAL:
+        if width is None or sum(widths[s] + 2 for s in shown) <= width:
+            break
+        shown.remove(h)
+    dropped = [h for h in HEADERS if h not in shown]
+    table = Table(title=title, caption=f"{', '.join(dropped)}: in sweep.md" if dropped else None,
+                  box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    for h in shown:
+        table.add_column(textwrap.fill(h, widths[h]), justify="left" if h in ("codec", "lossless") else "right",
+                         no_wrap=True, min_width=widths[h])
+    for c in cells:
+        table.add_row(*(v for h, v in zip(HEADERS, c) if h in shown))
     return table
 
 
@@ -286,8 +301,7 @@ def plot_tradeoff(rows: list[dict], direction: str, max_loss: float, path: Path)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_fit(model: AccuracyModel, path: Path) -> None:
@@ -301,11 +315,13 @@ def plot_fit(model: AccuracyModel, path: Path) -> None:
         ax.scatter(rho[levels == e], acc[levels == e], color=line.get_color(), zorder=3)
     ax.set(xlabel="Top-K keep ratio ρ", ylabel="accuracy relative to none", xscale="log",
            title=f"A(ρ, E) fit, MSE {model.mse():.2e}")
+    # label the swept ρ values only: log-scale minor labels over less than a decade collide
+    ax.set_xticks(sorted(set(rho.tolist())), [f"{r:g}" for r in sorted(set(rho.tolist()))])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def markdown(rows: list[dict], model: AccuracyModel, cfg: RunConfig, command: str, direction: str,
@@ -387,7 +403,7 @@ def sweep_codec(base: RunConfig, points: list[Point], direction: str, out: Path,
     plot_fit(model, out / "fit.png")
     test_size = len(load_data(base.data).test_y)  # the resolution of every accuracy in the table
     (out / "sweep.md").write_text(markdown(rows, model, base, command, direction, test_size, notes))
-    console.print(rich_table(rows, f"codec sweep ({direction} link)"))
+    console.print(rich_table(rows, f"codec sweep ({direction} link)", width=console.width))
     for n in notes:
         console.print(f"• {n}")
     coefs = ", ".join(f"{t}: {c:.4g}" for t, c in zip(TERMS, model.coef))

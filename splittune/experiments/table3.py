@@ -16,14 +16,18 @@ probabilities for backward, as the paper's activation figures do.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from rich.console import Console
 from rich.table import Table
 from transformers import ViTConfig, ViTForImageClassification
 
+from splittune.figures import save_figure
 from splittune.network.memory import (
     MemoryBreakdown,
     SavedTensorMeter,
@@ -59,6 +63,8 @@ DIFFERENCES = [
 ]
 
 SCHEMES = ("FL full FT", "FL LoRA", "split (SL/SFT)")
+# the set-up behind the paper's figures; any other is a reduced variant and is not set beside them
+PAPER_SETUP = {"batch": 64, "device_blocks": 5, "lora_rank": 16, "blocks": 12, "image_size": 224}
 
 
 @dataclass
@@ -66,6 +72,10 @@ class Table3Result:
     columns: dict[str, MemoryBreakdown]  # scheme -> measured device memory
     sweep: list[tuple[int, MemoryBreakdown, MemoryBreakdown]] = field(default_factory=list)  # (l, measured, eq. 26)
     config: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def is_paper_setup(self) -> bool:
+        return self.config == PAPER_SETUP
 
 
 def vit_base_config(**overrides: object) -> ViTConfig:
@@ -141,8 +151,10 @@ def reproduce_table3(
     config: ViTConfig | None = None,
     sweep: bool = True,
     console: Console | None = None,
+    out: Path | None = None,
 ) -> Table3Result:
-    """Measure Table III (and the Fig. 6 sweep over device blocks), print both, return the numbers."""
+    """Measure Table III (and the Fig. 6 sweep over device blocks), print both, write them under `out`
+    (table3.csv, and fig6.csv + fig6.png with the sweep) when given, return the numbers."""
     cfg = config or vit_base_config()
     if not 0 <= device_blocks <= cfg.num_hidden_layers:
         raise ValueError(f"device_blocks must be in [0, {cfg.num_hidden_layers}], got {device_blocks}")
@@ -153,7 +165,8 @@ def reproduce_table3(
             "FL LoRA": measure_device_memory(lora, batch, None),
             "split (SL/SFT)": measure_device_memory(lora, batch, device_blocks),
         },
-        config={"batch": batch, "device_blocks": device_blocks, "lora_rank": lora_rank, "blocks": cfg.num_hidden_layers},
+        config={"batch": batch, "device_blocks": device_blocks, "lora_rank": lora_rank, "blocks": cfg.num_hidden_layers,
+                "image_size": cfg.image_size},
     )
     if sweep:
         n_tokens = (cfg.image_size // cfg.patch_size) ** 2 + 1
@@ -163,36 +176,93 @@ def reproduce_table3(
         result.sweep = [
             (l, measure_device_memory(lora, batch, l), analytical_device_bytes(shape, l)) for l in range(cfg.num_hidden_layers + 1)
         ]
-    _print(result, console or Console())
+    console = console or Console()
+    _print(result, console)
+    if out is not None:
+        for path in write_files(result, Path(out)):
+            console.print(f"wrote {path}")
     return result
+
+
+_ROWS = (  # (row label, the paper's key or None where it has no such row, the measured bytes)
+    ("input data", "input", lambda m: m.input_bytes),
+    ("activations", "activations", lambda m: m.activation_bytes),
+    ("model + LoRA", "model+LoRA", lambda m: m.param_bytes),
+    ("gradients", None, lambda m: m.grad_bytes),
+    ("optimizer (SGD)", "optimizer", lambda m: m.optimizer_bytes),
+    ("total", "total", lambda m: m.total),
+)
+
+
+def write_files(result: Table3Result, out: Path) -> list[Path]:
+    """table3.csv (ours, and the paper's where the set-up is the paper's) and, with the sweep, Fig. 6 as
+    fig6.csv and fig6.png/.pdf."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "table3.csv"]
+    with paths[0].open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "scheme", "ours_mib", "paper_mib"])
+        for label, key, get in _ROWS:
+            for name in SCHEMES:
+                paper = PAPER_TABLE3[name][key] if key and result.is_paper_setup else ""
+                w.writerow([label, name, f"{get(result.columns[name]) / MIB:.4f}", paper])
+    if result.sweep:
+        paths.append(out / "fig6.csv")
+        with paths[-1].open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["device_blocks", "input_mib", "activations_mib", "model_mib", "grad_opt_mib", "total_mib",
+                        "eq26_total_mib"])
+            for l, m, a in result.sweep:
+                w.writerow([l, *(f"{v / MIB:.4f}" for v in (m.input_bytes, m.activation_bytes, m.param_bytes,
+                                                           m.grad_bytes + m.optimizer_bytes, m.total, a.total))])
+        paths.append(plot_fig6(result, out / "fig6.png"))
+    return paths
+
+
+def plot_fig6(result: Table3Result, path: Path) -> Path:
+    """Fig. 6: device memory against the blocks on the device, measured (stacked) beside eq. 26."""
+    blocks = [l for l, _, _ in result.sweep]
+    parts = [("input", lambda m: m.input_bytes), ("activations", lambda m: m.activation_bytes),
+             ("model + LoRA", lambda m: m.param_bytes), ("gradients + optimizer", lambda m: m.grad_bytes + m.optimizer_bytes)]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    bottom = [0.0] * len(blocks)
+    for i, (name, get) in enumerate(parts):
+        vals = [get(m) / MIB for _, m, _ in result.sweep]
+        ax.bar(blocks, vals, bottom=bottom, label=f"measured: {name}", color=f"C{i}")
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.plot(blocks, [a.total / MIB for _, _, a in result.sweep], "k--o", ms=4, label="eq. 26 total")
+    c = result.config
+    ax.set(xlabel="ViT blocks on the device", ylabel="device peak memory (MiB)",
+           title=f"Fig. 6: device memory vs device blocks\nViT, {c['blocks']} blocks, {c['image_size']} px, "
+                 f"batch {c['batch']}, LoRA r={c['lora_rank']}")
+    ax.set_xticks(blocks)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def _print(result: Table3Result, console: Console) -> None:
     split = result.columns["split (SL/SFT)"].total
-    table = Table(title=f"Table III: device memory (MiB), ViT, batch {result.config['batch']}, "
-                  f"split after {result.config['device_blocks']} blocks; ours | paper")
+    paper = result.is_paper_setup
+    c = result.config
+    title = (f"Table III: device memory (MiB), ViT, batch {c['batch']}, split after {c['device_blocks']} blocks; "
+             + ("ours | paper" if paper else f"reduced variant ({c['blocks']} blocks, {c['image_size']} px): ours "
+                "only, not comparable with the paper's ViT-B figures"))
+    table = Table(title=title)
     table.add_column("memory (MiB)")
     for name in SCHEMES:
         table.add_column(name, justify="right")
-    rows = [
-        ("input data", "input", lambda m: m.input_bytes),
-        ("activations", "activations", lambda m: m.activation_bytes),
-        ("model + LoRA", "model+LoRA", lambda m: m.param_bytes),
-        ("gradients", None, lambda m: m.grad_bytes),
-        ("optimizer (SGD)", "optimizer", lambda m: m.optimizer_bytes),
-        ("total", "total", lambda m: m.total),
-    ]
-    for label, key, get in rows:
+    for label, key, get in _ROWS:
         cells = []
         for name in SCHEMES:
-            paper = f"{PAPER_TABLE3[name][key]:.2f}" if key else "-"
-            cells.append(f"{get(result.columns[name]) / MIB:.2f} | {paper}")
+            ours = f"{get(result.columns[name]) / MIB:.2f}"
+            cells.append(f"{ours} | {PAPER_TABLE3[name][key]:.2f}" if paper and key else ours + (" | -" if paper else ""))
         table.add_row(label, *cells)
     paper_split = PAPER_TABLE3["split (SL/SFT)"]["total"]
-    table.add_row(
-        "ratio to split",
-        *(f"{result.columns[n].total / split:.2f}x | {PAPER_TABLE3[n]['total'] / paper_split:.2f}x" for n in SCHEMES),
-    )
+    table.add_row("ratio to split", *(
+        f"{result.columns[n].total / split:.2f}x" + (f" | {PAPER_TABLE3[n]['total'] / paper_split:.2f}x" if paper else "")
+        for n in SCHEMES))
     console.print(table)
     if result.sweep:
         fig6 = Table(title="Fig. 6: device memory vs device blocks (MiB, LoRA): measured | eq. 26 total")
@@ -202,6 +272,7 @@ def _print(result: Table3Result, console: Console) -> None:
             values = (m.input_bytes, m.activation_bytes, m.param_bytes, m.grad_bytes + m.optimizer_bytes, m.total, a.total)
             fig6.add_row(str(l), *(f"{v / MIB:.1f}" for v in values))
         console.print(fig6)
-    console.print("Why ours differs from the paper:")
-    for line in DIFFERENCES:
-        console.print(f"- {line}")
+    if paper:
+        console.print("Why ours differs from the paper:")
+        for line in DIFFERENCES:
+            console.print(f"- {line}")

@@ -86,7 +86,8 @@ def test_every_command_explains_its_options():
             assert word in out
 
 
-def test_reproduce_table3_reduced():
+def test_reproduce_table3_reduced(tmp_path):
     out = _ok(["reproduce", "table3", "--blocks", "2", "--device-blocks", "1", "--image-size", "32", "--batch", "2",
-               "--no-sweep"])
+               "--no-sweep", "--out", str(tmp_path)])
     assert "Table III" in out and "split (SL/SFT)" in out and "Fig. 6" not in out
+    assert (tmp_path / "table3.csv").exists() and not (tmp_path / "fig6.png").exists()

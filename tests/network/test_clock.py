@@ -154,6 +154,7 @@ def test_gantt_png(tmp_path):
     assert set(PHASES) >= set(t.phase_s)
     path = plot_gantt(t, tmp_path / "round.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
 
 
 def test_sequential_round_never_overlaps_and_each_device_has_the_whole_band():
