@@ -6,8 +6,12 @@ the suite's time predictable. Property-based tests draw their examples from a fi
 (`derandomize`), so CI and a developer see the same examples.
 """
 
-import torch
-from hypothesis import settings
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # what a run's default runtime.threads then keeps (placement.py)
+
+import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 torch.set_num_threads(1)
 settings.register_profile("splittune", derandomize=True)

@@ -15,9 +15,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from splittune.data import DataConfig
 from splittune.data.config import CAUSAL_DATASETS, CAUSAL_ONLY
+from splittune.experiments.tracking import LoggingConfig
 from splittune.models.lora import LoraSettings
 from splittune.network.scenario import ScenarioConfig
 from splittune.planning.config import PlanningConfig
+from splittune.runtime.placement import RuntimeConfig
 from splittune.schemes import SCHEMES
 from splittune.schemes.config import CodecPair, Strict, TrainConfig
 
@@ -80,6 +82,8 @@ class RunConfig(Strict):
         description="simulated wireless world; `preset: NAME` (sft-paper | dynamic) plus keys to change in it",
     )
     planning: PlanningConfig = Field(default_factory=PlanningConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="metric sinks besides metrics.jsonl")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="torch device and threads of this process")
 
     @field_validator("scenario", mode="before")
     @classmethod

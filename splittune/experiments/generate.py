@@ -29,12 +29,13 @@ def load_run_model(run_dir: Path):
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml")
+    # generate where this machine can: a run trained on a GPU is read back on a CPU-only one too
+    cfg = load_config(run_dir / "config.yaml", ["runtime.device=auto"])
     if cfg.task != "causal_lm":
         raise ConfigError(f"{run_dir} trained task={cfg.task}; generate needs a task=causal_lm run")
     base, tokenizer = load_model(cfg.model.name, num_labels=1, seed=cfg.seed, task="causal_lm",
                                  dtype=cfg.model.dtype)
-    model = PeftModel.from_pretrained(base, str(adapter_dir(run_dir)))
+    model = PeftModel.from_pretrained(base, str(adapter_dir(run_dir))).to(cfg.runtime.torch_device())
     model.eval()
     return model, tokenizer, cfg
 

@@ -24,6 +24,7 @@ from splittune.experiments.cut_plans import resolve_cuts
 from splittune.experiments.planning import resolve_planning
 from splittune.experiments.report import summary_table, write_report
 from splittune.experiments.simulation import RoundSimulator
+from splittune.experiments.tracking import Trackers
 from splittune.models.families import family_of, set_checkpointing
 from splittune.models.generate import generate_texts
 from splittune.models.load import load_model
@@ -42,6 +43,8 @@ def build_setup_with_data(cfg: RunConfig, console: Console | None = None):
     data = load_data(cfg.data, task=cfg.task)
     model, tokenizer = load_model(cfg.model.name, num_labels=data.num_labels, modality=data.modality, seed=cfg.seed,
                                   task=cfg.task, dtype=cfg.model.dtype)
+    place = cfg.runtime.torch_device()
+    model.to(place)
     try:
         check_cuts([cfg.split.cut], num_blocks(model))
     except ValueError as e:
@@ -71,7 +74,8 @@ def build_setup_with_data(cfg: RunConfig, console: Console | None = None):
     stats = partition_stats(groups, parts, data.label_names)
     if console is not None:
         console.print(partition_table(groups, parts, data.label_names))
-    device_data = [{k: v[torch.as_tensor(idx)] for k, v in train.items()} for idx in parts]
+    device_data = [{k: v[torch.as_tensor(idx)].to(place) for k, v in train.items()} for idx in parts]
+    test = {k: v.to(place) for k, v in test.items()}
     setup = Setup(
         model=model, device_data=device_data, test_data=test, train=cfg.train, lora=cfg.model.lora,
         cut=cfg.split.cut, codec=cfg.codec, seed=cfg.seed, max_message_bytes=cfg.max_message_bytes,
@@ -127,6 +131,7 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
     cfg, cuts_plan = resolve_cuts(cfg, console)
     plan = {**(plan or {}), **(cuts_plan or {})} or None
     (out / "config.yaml").write_text(dump_config(cfg))
+    cfg.runtime.apply_threads()
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     setup, stats, (data, tokenizer) = build_setup_with_data(cfg, console)
@@ -136,6 +141,7 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
     simulator = RoundSimulator.from_config(cfg)
     initial = scheme.evaluate() if cfg.task == "causal_lm" else None  # before any training
     records = []
+    trackers = Trackers(cfg.logging, out, cfg.model_dump(mode="json"))
     with (out / "metrics.jsonl").open("w") as metrics, Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"), console=console, transient=False,
@@ -165,11 +171,13 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
             }
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
+            trackers.log(record)
             records.append(record)
             status = f"acc {accuracy:.3f}  loss {test_loss:.3f}"
             if cfg.task == "causal_lm":
                 status = f"token acc {accuracy:.3f}  ppl {record['perplexity']:.2f}"
             progress.update(task, advance=1, status=status)
+    trackers.close()
     scheme.save_adapter(out / "adapter")
     if generations is not None:
         generations["after"] = _generate(scheme, data, tokenizer, prompts)

@@ -52,6 +52,10 @@ def _last_token_logits(logits: torch.Tensor, attention_mask: torch.Tensor | None
     return logits[torch.arange(batch, device=logits.device), last]
 
 
+# transformers renamed the mask builders' `past_key_values` to `cache` (and warns on the old name)
+_CACHE_KWARG = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+
+
 CHECKPOINT_ATTR = "_splittune_checkpoint"
 
 
@@ -167,7 +171,7 @@ class GPT2Family(Family):
             config=self.config,
             inputs_embeds=hidden,
             attention_mask=attention_mask,
-            past_key_values=None,
+            **{_CACHE_KWARG: None},
             position_ids=positions,
         )
         for block in self.blocks()[start:stop]:
@@ -222,7 +226,7 @@ class RotaryDecoderFamily(Family):
             config=self.config,
             inputs_embeds=hidden,
             attention_mask=attention_mask,
-            past_key_values=None,
+            **{_CACHE_KWARG: None},
             position_ids=positions,
         )
         layer_types = self._layer_types()

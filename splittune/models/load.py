@@ -71,6 +71,7 @@ def _load(name: str, *, num_labels: int, modality: str, seed: int, task: str):
     from splittune.models.gemma import NAME as GEMMA
 
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected here
+    hf_logging.disable_progress_bar()  # "Loading weights" bars: a local load takes a second, the bar is noise
     torch.manual_seed(seed)
     if task == "causal_lm" and modality != "text":
         raise ValueError(f"task=causal_lm needs text data, not {modality}")

@@ -146,7 +146,7 @@ class DeviceWorker:
         else:
             loss, server_flops, up_bytes, down_bytes, grad = self._exchange(out, round_idx, step)
             with self.bwd_flops.measure(shape_key):
-                out.hidden.backward(grad.to(out.hidden.dtype))
+                out.hidden.backward(grad.to(out.hidden.device, out.hidden.dtype))  # decoded on the CPU
         self.memory.observe(memory_breakdown(
             param_bytes=self.param_bytes, trainable=self.params, optimizers=[self.optimizer],
             activation_bytes=self.activations.last, input_bytes=tensor_bytes(batch.values()),

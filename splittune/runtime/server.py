@@ -357,6 +357,7 @@ class SplitServer(AdapterServer):
         self._meters = {n: meters[id(st)] for n, st in self.stages.items()}
         config = self.stage.family.config
         self.dtype = next(p.dtype for p in self.stage.parameters() if p.is_floating_point())
+        self.place = next(self.stage.parameters()).device  # messages decode on the CPU; this side computes here
         self.task = self.stage.family.task
         self.num_classes = config.vocab_size if self.task == "causal_lm" else config.num_labels
         model_tokens = max_positions(config)
@@ -402,7 +403,8 @@ class SplitServer(AdapterServer):
         extra = set(msg.sections) - {"hidden", "attention_mask", "labels"}
         if extra:
             raise MessageError(f"activations carry unexpected sections {sorted(extra)}")
-        return Activations(hidden.requires_grad_(), mask, labels)
+        return Activations(hidden.to(self.place).requires_grad_(), None if mask is None else mask.to(self.place),
+                           labels.to(self.place))
 
     def _turn(self, msg: Message, n: int) -> int:
         """The round of a step message that is the next expected step of device `n` in this round."""
