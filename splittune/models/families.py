@@ -1,31 +1,44 @@
-"""How to run one transformer family piece by piece: embeddings, a range of blocks, the head.
+"""Run any standard transformers model one window of blocks at a time, through its own `forward`.
 
-Each `Family` wraps a transformers model (the PEFT-wrapped modules when LoRA is attached, since PEFT
-injects in place) and reproduces exactly what the model's own `forward` does, split at block
-boundaries. The receiving side of a cut recomputes what it can (4-D attention masks, rotary position
-embeddings, position ids); only the hidden states, the 2-D attention mask and the labels cross.
+A stage of blocks [start, stop) calls the model's own `forward` with a *window* set: each block
+(wrapped once, in place) checks the window when called. Blocks before `start` hand their input on
+untouched, block `start` takes the hidden states that crossed the cut instead of its input, and
+block `stop` stops the forward and hands its input (the cut activations) to the next stage. So the
+embeddings, the attention masks (causal, sliding-window, bidirectional), position ids, rotary tables,
+relative positions, everything between blocks and the head with its pooling and loss are computed by
+the model's own code, exactly as in the unsplit model. Without a window a block runs as usual, so
+the unsplit model and `generate` are untouched.
 
-Supported: BERT-style encoders (`BertForSequenceClassification`), GPT-2 (`GPT2ForSequenceClassification`,
-`GPT2LMHeadModel`), rotary decoders with the Llama layout (Llama, Qwen2, Gemma3, Mistral; `*ForCausalLM`
-and `*ForSequenceClassification`) and ViT (`ViTForImageClassification`).
+A stage after the first has no token ids: it calls `forward` with a stand-in input of the same
+shape (its embeddings are computed and discarded; only the masks and positions built from the real
+2-D attention mask matter). Decoder classifiers pool at the last token that is not the pad token,
+read off `input_ids`: the first stage sends that position across the cut (`last_token`) and later
+stages put a non-pad id exactly there in their stand-in ids, so transformers' own rule finds it.
+
+Modules are found by `anatomy` (one traced forward), not named per architecture. Only the model types
+in `SUPPORTED` are accepted: each is checked split == unsplit in tests/models/test_families.py.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
-from abc import ABC, abstractmethod
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers.masking_utils import (
-    create_bidirectional_mask,
-    create_causal_mask,
-    create_sliding_window_causal_mask,
-)
+
+from splittune.models.anatomy import Anatomy, anatomy_of, main_input, owned, peft_free
+
+# model_type -> family, for the error message and the docs; all pass tests/models/test_families.py.
+SUPPORTED = {
+    "bert": "BERT", "roberta": "RoBERTa", "distilbert": "DistilBERT", "albert": "ALBERT",
+    "deberta-v2": "DeBERTa-v2/v3", "electra": "ELECTRA", "gpt2": "GPT-2", "gpt_neo": "GPT-Neo", "opt": "OPT",
+    "llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma": "Gemma",
+    "gemma2": "Gemma2", "gemma3_text": "Gemma3 (text)", "phi3": "Phi-3", "vit": "ViT", "deit": "DeiT",
+}
+HEADS = ("ForSequenceClassification", "ForImageClassification", "ForCausalLM", "LMHeadModel")
 
 
 @dataclass
@@ -36,265 +49,150 @@ class SplitOutput:
     logits: torch.Tensor
 
 
-def _classification_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
-    if labels is None:
-        return None
-    return F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
-
-
-def _last_token_logits(logits: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Pool per-token logits at the rightmost attended token (the HF rule, read off the mask)."""
-    batch = logits.shape[0]
-    if attention_mask is None:
-        return logits[:, -1]
-    positions = torch.arange(attention_mask.shape[-1], device=logits.device)
-    last = (positions * attention_mask.to(logits.device, torch.long)).argmax(-1)
-    return logits[torch.arange(batch, device=logits.device), last]
-
-
-# transformers renamed the mask builders' `past_key_values` to `cache` (and warns on the old name)
-_CACHE_KWARG = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
-
-
 CHECKPOINT_ATTR = "_splittune_checkpoint"
 
 
 def set_checkpointing(blocks, on: bool = True) -> None:
-    """Mark transformer blocks for activation (gradient) checkpointing in the split path: a marked
-    block saves only its input for backward and recomputes its insides during backward."""
+    """Mark transformer blocks for activation (gradient) checkpointing: a marked block saves only its
+    input for backward and recomputes its insides during backward."""
     for block in blocks:
         setattr(block, CHECKPOINT_ATTR, bool(on))
 
 
-def call_block(block: nn.Module, *args, **kwargs):
-    """`block(*args, **kwargs)`, checkpointed when the block is marked and autograd is recording."""
-    if getattr(block, CHECKPOINT_ATTR, False) and torch.is_grad_enabled():
-        return checkpoint(block, *args, use_reentrant=False, **kwargs)
-    return block(*args, **kwargs)
+@dataclass
+class _Window:
+    start: int
+    stop: int
+    inject: torch.Tensor | None  # the hidden states block `start` reads (None on the first stage)
+    calls: int = 0  # loop positions seen so far, for blocks called at several positions (ALBERT)
 
 
-class Family(ABC):
-    """Base class: subclasses name the modules and the block calling convention of one architecture."""
+_WINDOW: ContextVar[_Window | None] = ContextVar("splittune_window", default=None)
 
-    name: str = ""
-    head_trainable: tuple[str, ...] = ()  # freshly initialised heads that train with the adapters
 
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self.config = model.config
+class _Stop(Exception):
+    """Raised at block `stop`: the forward of this stage is done; carries the cut activations."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__("stage done")
+        self.hidden = hidden
+
+
+class _WindowedForward:
+    """A block's `forward`, aware of the window of the stage being run (see the module docstring)."""
+
+    def __init__(self, block: nn.Module, position: int | None, tuple_len: int):
+        self.block, self.original = block, block.forward
+        self.position, self.tuple_len = position, tuple_len
+
+    def __call__(self, *args, **kwargs):
+        window = _WINDOW.get()
+        if window is not None:
+            i = window.calls if self.position is None else self.position
+            window.calls += 1
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if i >= window.stop:
+                raise _Stop(hidden)
+            if i < window.start:  # the earlier stage ran this block; hand the input on untouched
+                return (hidden,) + (None,) * (self.tuple_len - 1) if self.tuple_len else hidden
+            if window.inject is not None:
+                args, kwargs = _with_hidden(args, kwargs, window.inject)
+                window.inject = None
+        if getattr(self.block, CHECKPOINT_ATTR, False) and torch.is_grad_enabled():
+            return checkpoint(self.original, *args, use_reentrant=False, **kwargs)
+        return self.original(*args, **kwargs)
+
+
+def _with_hidden(args, kwargs, hidden):
+    if args:
+        return (hidden,) + tuple(args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
+
+
+class Family:
+    """A supported transformers model, seen as embeddings + blocks + head (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, anatomy: Anatomy):
+        self.model, self.config, self.anatomy = model, model.config, anatomy
+        self.name = model.config.model_type
+        self._blocks = [model.get_submodule(n) for n in anatomy.blocks_at]
+        shared = len(set(anatomy.blocks_at)) < anatomy.n_blocks
+        for i, (name, block) in enumerate(zip(anatomy.blocks_at, self._blocks)):
+            if not isinstance(block.__dict__.get("forward"), _WindowedForward):
+                block.forward = _WindowedForward(block, None if shared else i, anatomy.tuple_len[name])
+        signature = inspect.signature(type(model).forward).parameters.values()
+        self._accepts = {p.name for p in signature if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
 
     @property
     def task(self) -> str:
-        return "causal_lm" if "CausalLM" in type(self.model).__name__ or "LMHead" in type(self.model).__name__ else "classification"
+        name = type(self.model).__name__
+        return "causal_lm" if "CausalLM" in name or "LMHead" in name else "classification"
 
-    @abstractmethod
-    def blocks(self) -> nn.ModuleList:
-        ...
+    def blocks(self) -> list[nn.Module]:
+        """The block run at each loop position (ALBERT: the same shared layer group at every one)."""
+        return list(self._blocks)
 
-    @abstractmethod
-    def embedding_modules(self) -> list[nn.Module]:
-        ...
+    @property
+    def fresh_heads(self) -> tuple[str, ...]:
+        """Head modules a classification task initialises fresh; they train with the adapters."""
+        return self.anatomy.fresh_heads if self.task == "classification" else ()
 
-    @abstractmethod
-    def head_modules(self) -> list[nn.Module]:
-        ...
+    def owns(self, param_name: str, start: int, stop: int) -> bool:
+        """Whether the parameter (named as in `self.model`) is used by the stage of blocks [start, stop)."""
+        module = peft_free(param_name.rpartition(".")[0])
+        for i, block in enumerate(self.anatomy.blocks_at):
+            if module == block or module.startswith(block + "."):
+                if start <= i < stop:
+                    return True
+        gaps = self.anatomy.gaps
+        while module and module not in gaps:  # LoRA / modules_to_save layers sit under a traced module
+            module = module.rpartition(".")[0]
+        return module in gaps and owned(gaps[module], start, stop)
 
-    @abstractmethod
-    def embed(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        ...
+    def pools_last_token(self) -> bool:
+        return self.task == "classification" and self.anatomy.pools_last_token
 
-    @abstractmethod
-    def run_blocks(self, hidden, attention_mask, start: int, stop: int) -> torch.Tensor:
-        ...
+    def last_token(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """transformers' rule for a decoder classifier: the rightmost position whose id is not the pad id."""
+        pad = self.config.get_text_config().pad_token_id
+        non_pad = (input_ids != pad).to(torch.int32)
+        positions = torch.arange(input_ids.shape[-1], device=input_ids.device, dtype=torch.int32)
+        return (positions * non_pad).argmax(-1)
 
-    @abstractmethod
-    def head(self, hidden, attention_mask, labels) -> SplitOutput:
-        ...
+    def first_inputs(self, batch: dict) -> dict:
+        """What the first stage passes to `forward`: the batch's model inputs (not the labels)."""
+        return {k: v for k, v in batch.items() if k in self._accepts and k != "labels"}
 
+    def stand_in_inputs(self, hidden: torch.Tensor, attention_mask, last_token) -> dict:
+        """A later stage's `forward` input: stand-in ids (or image) of the cut's shape, the real mask."""
+        b, t = hidden.shape[:2]
+        inputs = main_input(self.model, b, t)
+        if last_token is not None:
+            pad = self.config.get_text_config().pad_token_id
+            ids = torch.full((b, t), pad, dtype=torch.long, device=hidden.device)
+            ids[torch.arange(b, device=hidden.device), last_token.to(hidden.device)] = 0 if pad != 0 else 1
+            inputs["input_ids"] = ids
+        if attention_mask is not None:
+            inputs["attention_mask"] = attention_mask
+        return inputs
 
-class BertFamily(Family):
-    name = "bert"
-    # The pooler (dense + tanh on [CLS]) was trained for next-sentence prediction, not for the task.
-    head_trainable = ("pooler", "classifier")
-
-    def blocks(self):
-        return self.model.bert.encoder.layer
-
-    def embedding_modules(self):
-        return [self.model.bert.embeddings]
-
-    def head_modules(self):
-        return [self.model.bert.pooler, self.model.dropout, self.model.classifier]
-
-    def embed(self, batch):
-        hidden = self.model.bert.embeddings(
-            input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids")
-        )
-        return hidden, batch.get("attention_mask")
-
-    def run_blocks(self, hidden, attention_mask, start, stop):
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
-        for block in self.blocks()[start:stop]:
-            hidden = call_block(block, hidden, mask)
-        return hidden
-
-    def head(self, hidden, attention_mask, labels):
-        pooled = self.model.bert.pooler(hidden)
-        logits = self.model.classifier(self.model.dropout(pooled))
-        return SplitOutput(_classification_loss(logits, labels), logits)
-
-
-class GPT2Family(Family):
-    name = "gpt2"
-    head_trainable = ("score",)
-
-    def blocks(self):
-        return self.model.transformer.h
-
-    def embedding_modules(self):
-        t = self.model.transformer
-        return [t.wte, t.wpe, t.drop]
-
-    def head_modules(self):
-        head = self.model.score if self.task == "classification" else self.model.lm_head
-        return [self.model.transformer.ln_f, head]
-
-    def embed(self, batch):
-        t = self.model.transformer
-        ids = batch["input_ids"]
-        positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
-        return t.drop(t.wte(ids) + t.wpe(positions)), batch.get("attention_mask")
-
-    def run_blocks(self, hidden, attention_mask, start, stop):
-        positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-        mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=hidden,
-            attention_mask=attention_mask,
-            **{_CACHE_KWARG: None},
-            position_ids=positions,
-        )
-        for block in self.blocks()[start:stop]:
-            hidden = call_block(block, hidden, None, mask, position_ids=positions)
-        return hidden
-
-    def head(self, hidden, attention_mask, labels):
-        hidden = self.model.transformer.ln_f(hidden)
-        if self.task == "classification":
-            logits = _last_token_logits(self.model.score(hidden), attention_mask)
-            return SplitOutput(_classification_loss(logits, labels), logits)
-        logits = self.model.lm_head(hidden)
-        loss = None if labels is None else self.model.loss_function(logits, labels, self.config.vocab_size)
-        return SplitOutput(loss, logits)
-
-
-class RotaryDecoderFamily(Family):
-    """Llama layout: `model.model.{embed_tokens, layers, norm, rotary_emb}` (Llama, Qwen2, Gemma3, Mistral)."""
-
-    name = "decoder"
-    head_trainable = ("score",)
-
-    def _inner(self):
-        return self.model.model
-
-    def blocks(self):
-        return self._inner().layers
-
-    def embedding_modules(self):
-        return [self._inner().embed_tokens]
-
-    def head_modules(self):
-        head = self.model.score if self.task == "classification" else self.model.lm_head
-        return [self._inner().norm, head]
-
-    def embed(self, batch):
-        return self._inner().embed_tokens(batch["input_ids"]), batch.get("attention_mask")
-
-    @functools.cached_property
-    def _rotary_per_type(self) -> bool:
-        # Gemma3 keeps one rotary table per layer type; Llama/Qwen2 one for all.
-        return "layer_type" in inspect.signature(self._inner().rotary_emb.forward).parameters
-
-    def _layer_types(self) -> list[str]:
-        return list(getattr(self.config, "layer_types", None) or ["full_attention"] * len(self.blocks()))
-
-    def run_blocks(self, hidden, attention_mask, start, stop):
-        if getattr(self.config, "use_bidirectional_attention", False):
-            raise ValueError("splitting decoders with use_bidirectional_attention=True is not supported")
-        positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-        mask_args = dict(
-            config=self.config,
-            inputs_embeds=hidden,
-            attention_mask=attention_mask,
-            **{_CACHE_KWARG: None},
-            position_ids=positions,
-        )
-        layer_types = self._layer_types()
-        needed = set(layer_types[start:stop])
-        masks = {"full_attention": create_causal_mask(**mask_args)}
-        if "sliding_attention" in needed:
-            masks["sliding_attention"] = create_sliding_window_causal_mask(**mask_args)
-        rotary = self._inner().rotary_emb
-        pe = {t: rotary(hidden, positions, t) if self._rotary_per_type else rotary(hidden, positions) for t in needed}
-        for i in range(start, stop):
-            hidden = call_block(
-                self.blocks()[i],
-                hidden,
-                attention_mask=masks[layer_types[i]],
-                position_embeddings=pe[layer_types[i]],
-                position_ids=positions,
-            )
-        return hidden
-
-    def head(self, hidden, attention_mask, labels):
-        hidden = self._inner().norm(hidden)
-        if self.task == "classification":
-            logits = _last_token_logits(self.model.score(hidden), attention_mask)
-            return SplitOutput(_classification_loss(logits, labels), logits)
-        logits = self.model.lm_head(hidden)
-        cap = getattr(self.config, "final_logit_softcapping", None)
-        if cap is not None:  # Gemma
-            logits = torch.tanh(logits / cap) * cap
-        loss = None if labels is None else self.model.loss_function(logits, labels, self.config.vocab_size)
-        return SplitOutput(loss, logits)
-
-
-class ViTFamily(Family):
-    name = "vit"
-    head_trainable = ("classifier",)
-
-    def blocks(self):
-        vit = self.model.vit  # transformers 5 dropped the `encoder` level
-        return vit.layers if hasattr(vit, "layers") else vit.encoder.layer
-
-    def embedding_modules(self):
-        return [self.model.vit.embeddings]
-
-    def head_modules(self):
-        return [self.model.vit.layernorm, self.model.classifier]
-
-    def embed(self, batch):
-        return self.model.vit.embeddings(batch["pixel_values"]), None
-
-    def run_blocks(self, hidden, attention_mask, start, stop):
-        for block in self.blocks()[start:stop]:
-            hidden = call_block(block, hidden)
-        return hidden
-
-    def head(self, hidden, attention_mask, labels):
-        logits = self.model.classifier(self.model.vit.layernorm(hidden)[:, 0, :])
-        return SplitOutput(_classification_loss(logits, labels), logits)
-
-
-_BY_MODEL_TYPE = {
-    "bert": BertFamily,
-    "gpt2": GPT2Family,
-    "llama": RotaryDecoderFamily,
-    "qwen2": RotaryDecoderFamily,
-    "mistral": RotaryDecoderFamily,
-    "gemma3_text": RotaryDecoderFamily,
-    "vit": ViTFamily,
-}
+    def run(self, inputs: dict, start: int, stop: int, inject: torch.Tensor | None, labels=None):
+        """The model's forward through blocks [start, stop): the cut activations (a tensor) when
+        `stop` is before the end, else the head's `SplitOutput` (with the loss when `labels` is given)."""
+        if labels is not None:
+            inputs = {**inputs, "labels": labels}
+        if "use_cache" in self._accepts:  # no KV cache: a checkpointed block's replay would extend it
+            inputs = {**inputs, "use_cache": False}
+        token = _WINDOW.set(_Window(start, stop, inject))
+        try:
+            out = self.model(**inputs)
+        except _Stop as done:
+            return done.hidden
+        finally:
+            _WINDOW.reset(token)
+        if stop < self.anatomy.n_blocks:
+            raise RuntimeError(f"{type(self.model).__name__}'s forward ended without calling block {stop}")
+        return SplitOutput(out.loss, out.logits)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -304,12 +202,20 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
+def _supported() -> str:
+    names = ", ".join(f"{v} ({k})" for k, v in SUPPORTED.items())
+    return f"supported model types: {names}; heads: *{', *'.join(HEADS)}"
+
+
 def family_of(model: nn.Module) -> Family:
     inner = unwrap(model)
     model_type = getattr(getattr(inner, "config", None), "model_type", None)
-    if model_type not in _BY_MODEL_TYPE:
-        raise ValueError(
-            f"cannot split a model of type {model_type!r} ({type(inner).__name__}); "
-            f"supported model types: {sorted(_BY_MODEL_TYPE)}"
-        )
-    return _BY_MODEL_TYPE[model_type](inner)
+    head = type(inner).__name__
+    if model_type not in SUPPORTED or not head.endswith(HEADS):
+        raise ValueError(f"cannot split a model of type {model_type!r} ({head}); {_supported()}. "
+                         f"To bring another model, see 'Bring your own model' in docs/design.md.")
+    anatomy = anatomy_of(inner)
+    if anatomy is None:
+        raise ValueError(f"cannot split {head}: its forward does not loop over a list of "
+                         f"config.num_hidden_layers blocks; {_supported()}")
+    return Family(inner, anatomy)

@@ -32,7 +32,7 @@ class LoraSettings(BaseModel):
 def lora_target_modules(model: nn.Module, targets: list[str] | None = None) -> list[str]:
     """Full names of the projection layers inside the blocks that LoRA should wrap."""
     family = family_of(model)
-    in_blocks = {id(m) for block in family.blocks() for m in block.modules()}
+    in_blocks = {id(m) for block in set(family.blocks()) for m in block.modules()}
     names = [
         name
         for name, m in family.model.named_modules()
@@ -51,14 +51,15 @@ def peft_config(model: nn.Module, settings: LoraSettings):
     from peft import LoraConfig
 
     family = family_of(model)
-    heads = list(family.head_trainable) if family.task == "classification" else []
+    targets = lora_target_modules(model, settings.targets)
     return LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=lora_target_modules(model, settings.targets),
-        modules_to_save=heads or None,
-        fan_in_fan_out=family.name == "gpt2",
+        target_modules=targets,
+        modules_to_save=list(family.fresh_heads) or None,
+        # GPT-2's Conv1D stores its weight transposed (in, out)
+        fan_in_fan_out=any(isinstance(family.model.get_submodule(t), Conv1D) for t in targets),
     )
 
 

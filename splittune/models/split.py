@@ -8,6 +8,7 @@ modules, so parameters keep their names and gradients land on the model's own te
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ class Activations:
     hidden: torch.Tensor  # (B, N, D)
     attention_mask: torch.Tensor | None  # (B, N) 1 = token, 0 = padding; None for images
     labels: torch.Tensor | None  # travels when the next side holds the head and loss
+    # (B,) where a decoder classifier pools: the last position whose id is not the pad id (None otherwise)
+    last_token: torch.Tensor | None = None
 
 
 class Stage:
@@ -33,31 +36,41 @@ class Stage:
         self.root, self.family, self.index = root, family, index
         self.start, self.stop = start, stop
         self.first, self.last = index == 0, last
-        modules: list[nn.Module] = list(family.blocks()[start:stop])
-        if self.first:
-            modules = family.embedding_modules() + modules
-        if self.last:
-            modules = modules + family.head_modules()
-        self.modules = modules
 
     def __repr__(self) -> str:
         parts = (["embeddings"] if self.first else []) + [f"blocks {self.start}..{self.stop - 1}"]
         return f"Stage({self.index}: {' + '.join(parts + (['head'] if self.last else []))})"
 
     def __call__(self, x: dict | Activations) -> Activations | SplitOutput:
+        family = self.family
         if self.first:
-            hidden, mask = self.family.embed(x)
-            labels = x.get("labels")
+            inputs, inject, labels = family.first_inputs(x), None, x.get("labels")
+            mask = x.get("attention_mask")
+            last_token = family.last_token(x["input_ids"]) if family.pools_last_token() else None
         else:
-            hidden, mask, labels = x.hidden, x.attention_mask, x.labels
-        hidden = self.family.run_blocks(hidden, mask, self.start, self.stop)
+            mask, labels, last_token, inject = x.attention_mask, x.labels, x.last_token, x.hidden
+            inputs = family.stand_in_inputs(x.hidden, mask, last_token)
+        out = family.run(inputs, self.start, self.stop, inject, labels if self.last else None)
         if self.last:
-            return self.family.head(hidden, mask, labels)
-        return Activations(hidden, mask, labels)
+            return out
+        return Activations(out, mask, labels, last_token)
+
+    @functools.cached_property
+    def modules(self) -> list[nn.Module]:
+        """The outermost modules of the model whose parameters all belong to this stage."""
+        found: list[tuple[str, nn.Module]] = []
+        for name, module in self.family.model.named_modules():
+            if any(taken == "" or name.startswith(f"{taken}.") for taken, _ in found):
+                continue
+            params = [n for n, _ in module.named_parameters(prefix=name)]
+            if params and all(self.family.owns(n, self.start, self.stop) for n in params):
+                found.append((name, module))
+        return [m for _, m in found]
 
     def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        """Parameters of this stage under their names in the model passed to `split_model`."""
-        mine = {id(p) for m in self.modules for p in m.parameters()}
+        """Parameters this stage computes with, under their names in the model passed to `split_model`."""
+        mine = {id(p) for name, p in self.family.model.named_parameters(remove_duplicate=False)
+                if self.family.owns(name, self.start, self.stop)}
         seen: set[int] = set()
         for name, p in self.root.named_parameters(remove_duplicate=False):
             if id(p) in mine and id(p) not in seen:

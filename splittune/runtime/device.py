@@ -170,6 +170,8 @@ class DeviceWorker:
             msg.add_mask("attention_mask", acts.attention_mask)
         if acts.labels is not None:
             msg.add_ints("labels", acts.labels)
+        if acts.last_token is not None:  # where a decoder classifier pools (counted in the message bytes)
+            msg.add_ints("last_token", acts.last_token)
         request = msg.encode()
         self._count("up", acts.hidden, msg.sections["hidden"], request)
         raw_reply = self.transport.call("train_step", request)

@@ -400,11 +400,22 @@ class SplitServer(AdapterServer):
             bad = labels[~valid][0].item()
             raise MessageError(f"label {bad} is outside [0, {self.num_classes})"
                                + (f" and not {IGNORE_INDEX}" if self.task == "causal_lm" else ""), "bad_labels")
-        extra = set(msg.sections) - {"hidden", "attention_mask", "labels"}
+        last_token = None
+        if self.stage.family.pools_last_token():
+            if "last_token" not in msg.sections:
+                raise MessageError("activations arrived without last_token, which this classifier pools at",
+                                   "bad_last_token")
+            last_token = msg.ints("last_token")
+            if tuple(last_token.shape) != (b,) or not bool(((last_token >= 0) & (last_token < t)).all()):
+                raise MessageError(f"last_token must be {b} positions in [0, {t}), got {last_token.tolist()}",
+                                   "bad_last_token")
+        expected = {"hidden", "attention_mask", "labels"} | ({"last_token"} if last_token is not None else set())
+        extra = set(msg.sections) - expected
         if extra:
             raise MessageError(f"activations carry unexpected sections {sorted(extra)}")
-        return Activations(hidden.to(self.place).requires_grad_(), None if mask is None else mask.to(self.place),
-                           labels.to(self.place))
+        place = self.place
+        return Activations(hidden.to(place).requires_grad_(), None if mask is None else mask.to(place),
+                           labels.to(place), None if last_token is None else last_token.to(place))
 
     def _turn(self, msg: Message, n: int) -> int:
         """The round of a step message that is the next expected step of device `n` in this round."""
@@ -460,7 +471,8 @@ class SplitServer(AdapterServer):
         self.memory.observe(memory_breakdown(
             param_bytes=self.param_bytes, trainable=params, optimizers=self.optimizers.values(),
             activation_bytes=self.concurrent * activations.last,
-            input_bytes=self.concurrent * tensor_bytes([acts.hidden, acts.attention_mask, acts.labels]),
+            input_bytes=self.concurrent * tensor_bytes([acts.hidden, acts.attention_mask, acts.labels,
+                                                          acts.last_token]),
         ))
         optimizer.zero_grad(set_to_none=True)
         self._next_step[n] += 1

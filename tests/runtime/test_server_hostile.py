@@ -38,7 +38,7 @@ def sft():
 
 
 def activations(server, *, device=0, step=None, round_idx=None, hidden=None, mask="ones", labels=None, b=2, t=6,
-                label_dtype=None, codec="none") -> bytes:
+                label_dtype=None, codec="none", last_token=None) -> bytes:
     step = server._next_step.get(device, 0) if step is None else step
     round_idx = server.round if round_idx is None else round_idx
     hidden = torch.randn(b, t, server.hidden_size) if hidden is None else hidden
@@ -54,6 +54,8 @@ def activations(server, *, device=0, step=None, round_idx=None, hidden=None, mas
         msg.add_ints("labels", labels)
     else:
         msg.add_raw("labels", labels.to(label_dtype))
+    if last_token is not None:
+        msg.add_ints("last_token", last_token)
     return msg.encode()
 
 
@@ -117,6 +119,15 @@ def test_causal_lm_labels_allow_only_the_ignore_index_beyond_the_vocabulary():
         labels[0, 0] = bad
         rejected(s, activations(s, labels=labels), "bad_labels")
     rejected(s, activations(s, labels=torch.full((2, 6), -100)), "non_finite_loss")  # nothing to score
+
+
+def test_a_decoder_classifier_needs_its_pooling_position_and_an_encoder_refuses_one(sft):
+    s = scheme(family="gpt2").server
+    rejected(s, activations(s), "bad_last_token", match="without last_token")
+    for bad in (torch.tensor([0, 6]), torch.tensor([-1, 0]), torch.tensor([1, 2, 3])):
+        rejected(s, activations(s, last_token=bad), "bad_last_token")
+    s.train_step(activations(s, last_token=torch.tensor([5, 2])))
+    rejected(sft.server, activations(sft.server, last_token=torch.tensor([5, 2])), "malformed", match="unexpected")
 
 
 def test_masks_with_an_empty_row_or_of_the_wrong_shape_are_rejected(sft):

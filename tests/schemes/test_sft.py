@@ -25,6 +25,26 @@ def test_one_device_sft_round_equals_central(family, optimizer):
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
 
 
+def test_sft_pools_a_decoder_classifier_where_central_does():
+    """GPT-2 with pad = eos: the text holds the pad id and the padding other ids, so the last attended
+    token is not where transformers pools; the server pools there all the same (`last_token`)."""
+    from splittune.models.tiny import PAD_ID
+
+    def setup():
+        s = make_setup(family="gpt2", steps=1)
+        ids, mask = s.device_data[0]["input_ids"], s.device_data[0]["attention_mask"]
+        rows = torch.arange(len(ids))
+        ids[rows, mask.sum(1) - 1] = PAD_ID  # every text ends with the pad id (GPT-2's eos)
+        odd = rows % 2 == 1
+        ids[odd] = ids[odd].masked_fill(mask[odd] == 0, 7)  # and half the padding holds another id
+        return s
+    sft, central = SFT(setup()), Central(setup())
+    assert sft.run_round(0).loss == pytest.approx(central.run_round(0).loss, rel=1e-6)
+    a, b = global_state(sft), global_state(central)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
 def test_server_keeps_one_base_and_one_adapter_per_device():
     sft = SFT(make_setup(devices=3))
     server_stage = sft.server.stage
