@@ -120,9 +120,15 @@ class RunConfig(Strict):
         return self
 
     @model_validator(mode="after")
-    def _hetero_cuts(self) -> "RunConfig":
-        if self.hetero.cuts is not None and len(self.hetero.cuts) != self.devices:
-            raise ValueError(f"hetero.cuts needs one cut per device ({self.devices}), got {self.hetero.cuts}")
+    def _per_device(self) -> "RunConfig":
+        p = self.planning
+        for name, values in (("hetero.cuts", self.hetero.cuts), ("planning.device_cuts", p.device_cuts),
+                             ("planning.server_f_ghz", p.server_f_ghz)):
+            if values is not None and len(values) != self.devices:
+                raise ValueError(f"{name} needs one entry per device ({self.devices}), got {values}")
+        if (p.server_compute == "card" or p.device_cuts is not None) and self.scheme != "sl":
+            raise ValueError(f"planning.server_compute=card (and planning.device_cuts) model devices training "
+                             f"alternately with one edge server: use scheme=sl, not {self.scheme}")
         return self
 
     @model_validator(mode="after")

@@ -249,3 +249,8 @@ def plan_command(cfg, console: Console) -> None:
                   f"{min(ghz):.2f}-{max(ghz):.2f} GHz, B = {world.channel.bandwidth_hz / 1e6:g} MHz, "
                   f"channel fading {cfg.scenario.channel.fading}; accuracy model: {source}")
     plan_report(problem, p.cut_method, p.bandwidth, p.order, cfg.seed, console)
+    if p.server_compute == "card":  # CARD's per-device decision, as `run` would make it
+        from splittune.experiments.card_plan import resolve_card
+        from splittune.experiments.run import build_setup
+
+        resolve_card(cfg, build_setup(cfg)[0], console)

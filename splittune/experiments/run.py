@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from splittune.data import load_data, partition, partition_stats, partition_table, tensorize_causal
 from splittune.data.causal import dialogue_prompt, held_out_prompts
+from splittune.experiments.card_plan import resolve_card
 from splittune.experiments.config import RunConfig, dump_config
 from splittune.experiments.cut_plans import resolve_cuts
 from splittune.experiments.planning import resolve_planning
@@ -49,12 +50,12 @@ def build_setup_with_data(cfg: RunConfig, console: Console | None = None):
         check_cuts([cfg.split.cut], num_blocks(model))
     except ValueError as e:
         raise ValueError(f"split.cut: {e}") from None
-    cuts = cfg.hetero.cuts if cfg.scheme == "hetero" else None
+    cuts = cfg.hetero.cuts if cfg.scheme == "hetero" else cfg.planning.device_cuts
     for c in cuts or ():
         try:
             check_cuts([c], num_blocks(model))
         except ValueError as e:
-            raise ValueError(f"hetero.cuts: {e}") from None
+            raise ValueError(f"{'hetero.cuts' if cfg.scheme == 'hetero' else 'planning.device_cuts'}: {e}") from None
     if cfg.train.checkpoint_activations:  # the device side: embeddings + blocks 0..cut-1
         set_checkpointing(family_of(model).blocks()[: cfg.split.cut])
     if cfg.task == "causal_lm":
@@ -135,6 +136,10 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     setup, stats, (data, tokenizer) = build_setup_with_data(cfg, console)
+    cfg, card = resolve_card(cfg, setup, console)  # needs the data and the model: after the set-up
+    if card:
+        plan = {**(plan or {}), **card}
+        (out / "config.yaml").write_text(dump_config(cfg))
     scheme = SCHEMES[cfg.scheme](setup)
     prompts = held_out_prompts(data, GENERATIONS, tokenizer) if cfg.task == "causal_lm" else []
     generations = {"prompts": prompts, "before": _generate(scheme, data, tokenizer, prompts)} if prompts else None

@@ -67,7 +67,9 @@ class RoundSimulator:
     def simulate(self, work: RoundWork, round_idx: int) -> RoundTimeline:
         # A fresh order seed per round, so `random` draws a new permutation every round.
         order = server_order(self.planning.order, self.seed + round_idx)
-        return simulate_round(self.world, work, round_idx, self.allocator, order)
+        ghz = self.planning.server_f_ghz  # CARD's server clock per device, if any
+        server_f_hz = None if ghz is None else {d: g * 1e9 for d, g in enumerate(ghz)}
+        return simulate_round(self.world, work, round_idx, self.allocator, order, server_f_hz)
 
     def record(self, work: RoundWork | None, round_idx: int) -> dict:
         """The simulated fields of round `round_idx`'s metrics record ({} when nothing was recorded)."""

@@ -10,6 +10,8 @@ Process model (one SimPy process per participating device; `RoundWork` says how 
   CC   device forward: device_fwd_flops / (f C D)                               (eq. 12)
   IT   uplink of the encoded activations: 8 up_bytes / (b_n log2(1 + SNR_ul))   (eq. 13)
   SC   server forward + backward: server_flops / (f_s C_s D_s)                  (eq. 14)
+       `server_f_hz` {device: clock} runs the server at its own clock for each device (CARD's
+       per-device server frequency); its compute energy follows kappa f^2 cycles at that clock.
        "shared": ONE server (a simpy.PriorityResource of capacity 1) serves the devices one
        batch at a time, non-preemptively and work-conserving: when it frees up it takes, among
        the waiting devices, the first in `order` ("fifo": arrival order). The device waits.
@@ -36,7 +38,7 @@ Control messages (requests, acknowledgements: `control_*_bytes`) are counted in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -186,6 +188,7 @@ def simulate_round(
     round_idx: int,
     allocator: BandwidthAllocator | None = None,
     order: Order = "fifo",
+    server_f_hz: Mapping[int, float] | None = None,
 ) -> RoundTimeline:
     """Replay one round's recorded work in simulated time; see the module docstring for the model."""
     if not isinstance(work, RoundWork):
@@ -200,12 +203,17 @@ def simulate_round(
     se_ul = np.log2(1.0 + state.uplink_snr[devices])
     se_dl = np.log2(1.0 + state.downlink_snr[devices])
     broadcast_bps = shannon_rate_bps(world.channel.bandwidth_hz, state.downlink_snr[devices])
-    server_flops_per_s = world.server.flops_per_s / (n if work.server == "per_device" else 1)
+    srv = world.server
+    server_hz = [srv.f_hz if server_f_hz is None else float(server_f_hz[d]) for d in devices]
+    if any(not 0 < f <= srv.f_hz * (1 + 1e-9) for f in server_hz):
+        raise ValueError(f"server_f_hz {server_hz} must lie in (0, {srv.f_hz:g}] Hz, the server's clock")
+    server_flops_per_s = [f * srv.cores * srv.flops_per_cycle / (n if work.server == "per_device" else 1)
+                          for f in server_hz]
 
     profs = [world.devices[d] for d in devices]
     cc = [np.array([p.compute_s(s.device_fwd_flops) for s in w.steps]) for p, w in zip(profs, works)]
     du = [np.array([p.compute_s(s.device_bwd_flops) for s in w.steps]) for p, w in zip(profs, works)]
-    sc = [np.array([s.server_flops / server_flops_per_s for s in w.steps]) for w in works]
+    sc = [np.array([s.server_flops / rate for s in w.steps]) for w, rate in zip(works, server_flops_per_s)]
     bcast = np.array([_air_s(work.broadcast_bytes, r) for r in broadcast_bps])
     unicast_down = [w.model_down_bytes + w.adapter_down_bytes for w in works]
     bits_ul = 8.0 * np.array([sum(s.up_bytes for s in w.steps) + w.adapter_up_bytes for w in works])
@@ -274,7 +282,7 @@ def simulate_round(
             for p, w, a in zip(profs, works, air_ul)
         )),
         "server": float(
-            compute_energy_j(world.server, sum(s.server_flops for w in works for s in w.steps))
+            sum(compute_energy_j(srv, sum(s.server_flops for s in w.steps), f) for w, f in zip(works, server_hz))
             + transmit_energy_j(world.server.tx_power_w, float(bcast.max()) + air_dl_unicast)
         ),
     }

@@ -13,9 +13,10 @@ from __future__ import annotations
 from splittune.network.profiles import DeviceProfile, ServerProfile
 
 
-def compute_energy_j(proc: DeviceProfile | ServerProfile, flops: float) -> float:
-    """kappa * f^2 * FLOPs / D."""
-    return proc.kappa * proc.f_hz**2 * flops / proc.flops_per_cycle
+def compute_energy_j(proc: DeviceProfile | ServerProfile, flops: float, f_hz: float | None = None) -> float:
+    """kappa * f^2 * FLOPs / D, at the profile's clock or at `f_hz` (a server clocked down for a device, CARD)."""
+    f = proc.f_hz if f_hz is None else f_hz
+    return proc.kappa * f**2 * flops / proc.flops_per_cycle
 
 
 def transmit_energy_j(power_w: float, airtime_s: float) -> float:

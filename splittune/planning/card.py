@@ -71,7 +71,8 @@ def _lower_level(a, w, rate, kappa, weight) -> tuple[float, np.ndarray]:
 
     # sum_n w_n / (tau - a_n) falls from +inf to 0 on tau > max a: bracket its crossing of F.
     k = int(np.argmax(ab))
-    lo, hi = ab[k] + wb[k] / (2.0 * rate), ab[k] + float(wb.sum()) / rate
+    # at hi every tau - a_n >= 2 sum(w) / F, so the sum is <= F / 2 (with one device, hi = a + w/F would be the root)
+    lo, hi = ab[k] + wb[k] / (2.0 * rate), ab[k] + 2.0 * float(wb.sum()) / rate
     root = optimize.brentq(lambda tau: float(np.sum(wb / (tau - ab))) - rate, lo, hi, xtol=1e-14, rtol=1e-14)
     tau_min = max(root, floor)
 

@@ -47,6 +47,14 @@ class PlanningConfig(BaseModel):
     # Level indices are bit-packed in ceil(log2 E) bits, so only powers of two use their bits fully.
     levels: list[int] = Field(default_factory=lambda: [2, 4, 8, 16], min_length=1,
                               description="quantization levels E that P1 may choose")
+    server_compute: Literal["max", "card"] = Field(
+        "max", description="max: the server at its full clock for every device; card: CARD (arXiv 2412.00090) "
+                           "picks each device's cut and the server's clock for it (scheme sl)")
+    card_weight: float = Field(0.5, gt=0, le=1, description="CARD's omega: weight of delay against energy")
+    device_cuts: list[int] | None = Field(
+        None, description="per-device cuts CARD chose (filled in by the run and recorded in config.yaml)")
+    server_f_ghz: list[float] | None = Field(
+        None, description="the server's clock per device (GHz) CARD chose (filled in by the run)")
 
     @field_validator("bandwidth")
     @classmethod

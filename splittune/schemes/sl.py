@@ -16,4 +16,5 @@ class SL(FederatedScheme):
     default_lr = 0.03  # one model trained on one device's batches after another, as central
     layout = Layout(schedule="sequential", server="shared")
     shared_server_adapter = True
+    device_cuts = True  # CARD (planning.server_compute=card) cuts each device at its own block
     ignores = ("planning.order", "planning.bandwidth")
