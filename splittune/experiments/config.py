@@ -58,6 +58,8 @@ class HeteroConfig(Strict):
         None, description="hetero: the per-device cuts W_n, one per device; null: the deepest cut each device's "
                           "memory holds (eq. 26 against its profile's memory_bytes)"
     )
+class GSFLConfig(Strict):
+    groups: int = Field(2, ge=1, description="gsfl: groups of consecutive devices, one server-side model each (<= devices)")
 
 
 class RunConfig(Strict):
@@ -75,6 +77,7 @@ class RunConfig(Strict):
     codec: CodecPair = Field(default_factory=CodecPair)
     sl: SLConfig = Field(default_factory=SLConfig, description="settings of the sl scheme")
     hetero: HeteroConfig = Field(default_factory=HeteroConfig, description="settings of the hetero scheme")
+    gsfl: GSFLConfig = Field(default_factory=GSFLConfig, description="settings of the gsfl scheme")
     max_message_bytes: int = Field(256 * 2**20, ge=1024, description="largest message a receiver accepts")
     output_dir: Path = Field(Path("runs"), description="parent folder of the run folder")
     scenario: ScenarioConfig = Field(
@@ -129,6 +132,12 @@ class RunConfig(Strict):
         if (p.server_compute == "card" or p.device_cuts is not None) and self.scheme != "sl":
             raise ValueError(f"planning.server_compute=card (and planning.device_cuts) model devices training "
                              f"alternately with one edge server: use scheme=sl, not {self.scheme}")
+        return self
+
+    @model_validator(mode="after")
+    def _groups(self) -> "RunConfig":
+        if self.scheme == "gsfl" and self.gsfl.groups > self.devices:
+            raise ValueError(f"gsfl.groups must be in 1..{self.devices} (devices); got {self.gsfl.groups}")
         return self
 
     @model_validator(mode="after")

@@ -80,7 +80,7 @@ def build_setup_with_data(cfg: RunConfig, console: Console | None = None):
     setup = Setup(
         model=model, device_data=device_data, test_data=test, train=cfg.train, lora=cfg.model.lora,
         cut=cfg.split.cut, codec=cfg.codec, seed=cfg.seed, max_message_bytes=cfg.max_message_bytes,
-        distribution=cfg.scenario.distribution, turn_order=cfg.sl.order, cuts=cuts,
+        distribution=cfg.scenario.distribution, turn_order=cfg.sl.order, cuts=cuts, groups=cfg.gsfl.groups,
     )
     return setup, stats, (data, tokenizer)
 

@@ -16,7 +16,12 @@ Process model (one SimPy process per participating device; `RoundWork` says how 
        batch at a time, non-preemptively and work-conserving: when it frees up it takes, among
        the waiting devices, the first in `order` ("fifo": arrival order). The device waits.
        "per_device": every device has its own server copy on 1/N of the server's cores
-       (eq. 14's f^s_n = f_s / N), no queueing. "none": no server compute (fl).
+       (eq. 14's f^s_n = f_s / N), no queueing. "per_group": a copy per group on 1/G of the
+       cores (gsfl). "edges": every group has its own edge server at full speed (hierarchical).
+       "none": no server compute (fl).
+       A three-stage step (`StepWork.relay`) runs at its group's edge: SC (edge forward), WU
+       (backhaul up, 8 bytes / backhaul_bps), CL (the cloud's forward + backward: ONE cloud
+       serving the edges one batch at a time, FIFO), WD (backhaul down), SC (edge backward).
   GT   downlink of the encoded activation gradients: 8 down_bytes / (b_n log2(1 + SNR_dl)) (eq. 15)
   DU   device backward + optimizer step: device_bwd_flops / (f C D)             (eq. 16)
   LT   upload of the device-side LoRA over the uplink share                     (eq. 17)
@@ -24,6 +29,11 @@ Process model (one SimPy process per participating device; `RoundWork` says how 
 Schedule "parallel": every device starts at t = 0. "sequential" (sl): every device hears the
 broadcast at t = 0, then device i starts its own ED when device i-1 has finished its LT; one
 device is on the air at a time, so each gets the whole band (capped at b_max) instead of a share.
+"grouped": the groups run in parallel, each as a sequential round of its own; with band "shared"
+the allocator splits B among the groups (each group's demand is the sum of its devices'), with
+band "per_group" each group has a cell of its own and its device on the air the whole band.
+A group's edge server (`RoundWork.lanes`) first receives its round's share over the backhaul (WD,
+before its cell's broadcast), and uploads after its last device (WU).
 
 With one step, no queueing and a constant channel, a device's finish time is eq. 18 and the
 round's makespan is eq. 19 (max over devices). In parallel rounds the bandwidth shares b_n are
@@ -32,7 +42,9 @@ fixed for the round and come from a `BandwidthAllocator` given a `BandwidthDeman
 load_hz_s = unicast uplink and downlink bits / log2(1 + SNR).
 The channel state (SNRs) is the one of `round_idx` (block fading: constant within a round).
 Energy (see `energy`): devices pay compute and uplink airtime, the server its compute and downlink
-airtime; a broadcast is one transmission, paid once for as long as its slowest receiver needs.
+airtime; a broadcast is one transmission, paid once for as long as its slowest receiver needs
+(once per cell with cells of their own). The cloud pays its compute ("cloud"); wired
+transmission costs no energy here.
 Control messages (requests, acknowledgements: `control_*_bytes`) are counted in bytes, not timed.
 """
 
@@ -49,9 +61,9 @@ from splittune.network.bandwidth import BandwidthAllocator, BandwidthDemand, Equ
 from splittune.network.channel import shannon_rate_bps
 from splittune.network.energy import compute_energy_j, transmit_energy_j
 from splittune.network.scenario import World
-from splittune.network.trace import DeviceRoundWork, RoundWork
+from splittune.network.trace import DeviceRoundWork, LaneWork, RoundWork, StepWork
 
-PHASES = ("ED", "CC", "IT", "SC", "GT", "DU", "LT")
+PHASES = ("ED", "CC", "IT", "SC", "GT", "DU", "LT", "WD", "WU", "CL")
 
 
 class Event(NamedTuple):
@@ -76,6 +88,7 @@ class RoundDurations:
     gt_s: list[np.ndarray]
     du_s: list[np.ndarray]
     lt_s: np.ndarray  # (n,)
+    cl_s: list[np.ndarray] = field(default_factory=list)  # the cloud's compute per step (three-stage chains)
 
 
 Order = Literal["fifo"] | Sequence[int] | Callable[[RoundDurations], Sequence[int]]
@@ -93,6 +106,7 @@ class RoundTimeline:
     schedule: str = "parallel"
     broadcast_s: dict[int, float] = field(default_factory=dict)  # each device's share of ED that was broadcast
     server_order: list[int] = field(default_factory=list)  # devices in the order the server served batches
+    groups: list[list[int]] = field(default_factory=list)  # the devices by group, in turn order
 
     @property
     def makespan_s(self) -> float:
@@ -111,13 +125,12 @@ class RoundTimeline:
 
     @property
     def phase_s(self) -> dict[str, float]:
-        """Per-phase seconds along the round's critical path: the last-finishing device's phases in a
-        parallel round; in a sequential round every device's phases in turn (the broadcast, heard by
-        all at once, counted once)."""
-        if self.schedule == "parallel":
-            return self.device_phase_s(self.critical_device)
+        """Per-phase seconds along the round's critical path: the phases of every device in the group of
+        the last-finishing device, in turn (the broadcast, heard by all at once, counted once). In a
+        parallel round that group is the last-finishing device alone."""
+        lane = next((g for g in self.groups if self.critical_device in g), [self.critical_device])
         out = dict.fromkeys(PHASES, 0.0)
-        for i, d in enumerate(self.finish_s):
+        for i, d in enumerate(lane):
             for p, s in self.device_phase_s(d).items():
                 out[p] += s
             if i:
@@ -172,14 +185,29 @@ def _server_ranks(order: Order, durations: RoundDurations) -> dict[int, int]:
 
 
 
-def _shares(world: World, work: RoundWork, allocator: BandwidthAllocator, fixed_s, load_hz_s) -> np.ndarray:
+def _shares(world: World, work: RoundWork, allocator: BandwidthAllocator, fixed_s, load_hz_s, lanes,
+            lane_of) -> np.ndarray:
+    """Each device's band: the whole of it when it is alone on the air in its cell, else its group's
+    share of B (one device per group is on the air at a time; parallel: a group per device)."""
     channel = world.channel
-    if work.schedule == "sequential":  # one device on the air at a time
+    if work.schedule == "sequential" or work.band == "per_group":
         whole = min(channel.bandwidth_hz, channel.max_share_hz or channel.bandwidth_hz)
         return np.full(len(work.devices), whole)
-    demand = BandwidthDemand(total_hz=channel.bandwidth_hz, fixed_s=fixed_s, load_hz_s=load_hz_s,
-                             max_hz=channel.max_share_hz)
-    return _check_shares(allocator.allocate(demand), demand, getattr(allocator, "name", type(allocator).__name__))
+    demand = BandwidthDemand(total_hz=channel.bandwidth_hz, fixed_s=np.array([fixed_s[g].sum() for g in lanes]),
+                             load_hz_s=np.array([load_hz_s[g].sum() for g in lanes]), max_hz=channel.max_share_hz)
+    per_lane = _check_shares(allocator.allocate(demand), demand, getattr(allocator, "name", type(allocator).__name__))
+    return per_lane[lane_of]
+
+
+def _lanes(work: RoundWork, devices: list[int]) -> tuple[list[list[int]], list[int]]:
+    """The groups as indices into `work.devices`, and each index's group."""
+    pos = {d: i for i, d in enumerate(devices)}
+    lanes = [[pos[d] for d in g] for g in work.lane_groups()]
+    lane_of = [0] * len(devices)
+    for g, idx in enumerate(lanes):
+        for i in idx:
+            lane_of[i] = g
+    return lanes, lane_of
 
 
 def simulate_round(
@@ -197,8 +225,12 @@ def simulate_round(
     devices = _check_works(world, works)
     if work.server == "none" and any(s.server_flops for w in works for s in w.steps):
         raise ValueError("RoundWork.server is 'none' but steps record server FLOPs")
+    relayed = bool(work.lanes) or any(s.relay is not None for w in works for s in w.steps)
+    if relayed and (world.cloud is None or not world.backhaul_bps):
+        raise ValueError("this round sends work past the edge (a cloud hop) but the world has no cloud and backhaul")
     allocator = allocator or EqualAllocator()
     n = len(devices)
+    lanes, lane_of = _lanes(work, devices)
     state = world.channel.state(round_idx)
     se_ul = np.log2(1.0 + state.uplink_snr[devices])
     se_dl = np.log2(1.0 + state.downlink_snr[devices])
@@ -207,21 +239,27 @@ def simulate_round(
     server_hz = [srv.f_hz if server_f_hz is None else float(server_f_hz[d]) for d in devices]
     if any(not 0 < f <= srv.f_hz * (1 + 1e-9) for f in server_hz):
         raise ValueError(f"server_f_hz {server_hz} must lie in (0, {srv.f_hz:g}] Hz, the server's clock")
-    server_flops_per_s = [f * srv.cores * srv.flops_per_cycle / (n if work.server == "per_device" else 1)
-                          for f in server_hz]
+    copies = {"per_device": n, "per_group": len(lanes)}.get(work.server, 1)  # the server split into copies
+    server_flops_per_s = [f * srv.cores * srv.flops_per_cycle / copies for f in server_hz]
+    backhaul = world.backhaul_bps or 1.0
+    cloud_flops_per_s = world.cloud.flops_per_s if world.cloud is not None else 1.0
+    lane_work = work.lanes or [LaneWork() for _ in lanes]
 
     profs = [world.devices[d] for d in devices]
     cc = [np.array([p.compute_s(s.device_fwd_flops) for s in w.steps]) for p, w in zip(profs, works)]
     du = [np.array([p.compute_s(s.device_bwd_flops) for s in w.steps]) for p, w in zip(profs, works)]
     sc = [np.array([s.server_flops / rate for s in w.steps]) for w, rate in zip(works, server_flops_per_s)]
-    bcast = np.array([_air_s(work.broadcast_bytes, r) for r in broadcast_bps])
+    global_bcast = np.array([_air_s(work.broadcast_bytes, r) for r in broadcast_bps])
+    bcast = global_bcast + np.array([_air_s(lane_work[lane_of[i]].broadcast_bytes, r)
+                                     for i, r in enumerate(broadcast_bps)])
     unicast_down = [w.model_down_bytes + w.adapter_down_bytes for w in works]
     bits_ul = 8.0 * np.array([sum(s.up_bytes for s in w.steps) + w.adapter_up_bytes for w in works])
     bits_dl = 8.0 * np.array([sum(s.down_bytes for s in w.steps) + u for w, u in zip(works, unicast_down)])
     fixed_s = bcast + np.array([c.sum() + u.sum() + s.sum() for c, u, s in zip(cc, du, sc)])
-    shares = _shares(world, work, allocator, fixed_s, bits_ul / se_ul + bits_dl / se_dl)
+    shares = _shares(world, work, allocator, fixed_s, bits_ul / se_ul + bits_dl / se_dl, lanes, lane_of)
     ul_bps, dl_bps = shares * se_ul, shares * se_dl
     unicast_ed = np.array([_air_s(u, r) for u, r in zip(unicast_down, dl_bps)])
+    hop = [[s.relay for s in w.steps] for w in works]
     durations = RoundDurations(
         devices=devices,
         ed_s=bcast + unicast_ed,
@@ -231,11 +269,15 @@ def simulate_round(
         gt_s=[np.array([_air_s(s.down_bytes, r) for s in w.steps]) for w, r in zip(works, dl_bps)],
         du_s=du,
         lt_s=np.array([_air_s(w.adapter_up_bytes, r) for w, r in zip(works, ul_bps)]),
+        cl_s=[np.array([r.server_flops / cloud_flops_per_s if r else 0.0 for r in h]) for h in hop],
     )
     ranks = _server_ranks(order, durations) if work.server == "shared" else {}
+    head_s = [_air_s(lw.backhaul_down_bytes, backhaul) for lw in lane_work]
+    tail_s = [_air_s(lw.backhaul_up_bytes, backhaul) for lw in lane_work]
 
     env = simpy.Environment()
     server = simpy.PriorityResource(env, capacity=1)
+    cloud = simpy.Resource(env, capacity=1)  # one cloud serves the edges one batch at a time, FIFO
     turn_done = [env.event() for _ in range(n)]
     events: list[Event] = []
     served: list[int] = []
@@ -247,25 +289,48 @@ def simulate_round(
             yield env.timeout(float(seconds))
             events.append(Event(dev, name, start, env.now))
 
+    def at_server(dev: int, seconds: float):
+        if work.server == "shared":
+            with server.request(priority=ranks[dev]) as req:
+                yield req
+                served.append(dev)
+                yield from phase(dev, "SC", seconds)
+        else:
+            yield from phase(dev, "SC", seconds)
+
+    def relay_step(dev: int, r: StepWork, edge_flops_per_s: float):
+        """The edge's forward, the backhaul up, the cloud, the backhaul down, the edge's backward."""
+        yield from phase(dev, "SC", r.device_fwd_flops / edge_flops_per_s)
+        yield from phase(dev, "WU", _air_s(r.up_bytes, backhaul))
+        with cloud.request() as req:
+            yield req
+            yield from phase(dev, "CL", r.server_flops / cloud_flops_per_s)
+        yield from phase(dev, "WD", _air_s(r.down_bytes, backhaul))
+        yield from phase(dev, "SC", r.device_bwd_flops / edge_flops_per_s)
+
     def device(i: int):
-        dev = devices[i]
+        dev, lane = devices[i], lanes[lane_of[i]]
+        first, last = lane[0] == i, lane[-1] == i
+        if first:
+            yield from phase(dev, "WD", head_s[lane_of[i]])
+        elif head_s[lane_of[i]] > 0:  # the edge's own downloads, before its cell's broadcast
+            yield env.timeout(head_s[lane_of[i]])
         yield from phase(dev, "ED", bcast[i])
-        if work.schedule == "sequential" and i > 0:
-            yield turn_done[i - 1]
+        if not first:
+            yield turn_done[lane[lane.index(i) - 1]]
         yield from phase(dev, "ED", unicast_ed[i])
-        for k in range(len(works[i].steps)):
+        for k, step in enumerate(works[i].steps):
             yield from phase(dev, "CC", durations.cc_s[i][k])
             yield from phase(dev, "IT", durations.it_s[i][k])
-            if work.server == "shared":
-                with server.request(priority=ranks[dev]) as req:
-                    yield req
-                    served.append(dev)
-                    yield from phase(dev, "SC", durations.sc_s[i][k])
+            if step.relay is None:
+                yield from at_server(dev, durations.sc_s[i][k])
             else:
-                yield from phase(dev, "SC", durations.sc_s[i][k])
+                yield from relay_step(dev, step.relay, server_flops_per_s[i])
             yield from phase(dev, "GT", durations.gt_s[i][k])
             yield from phase(dev, "DU", durations.du_s[i][k])
         yield from phase(dev, "LT", durations.lt_s[i])
+        if last:
+            yield from phase(dev, "WU", tail_s[lane_of[i]])
         finish[dev] = env.now
         turn_done[i].succeed()
 
@@ -275,6 +340,9 @@ def simulate_round(
 
     air_ul = [durations.it_s[i].sum() + durations.lt_s[i] for i in range(n)]
     air_dl_unicast = sum(unicast_ed[i] + durations.gt_s[i].sum() for i in range(n))
+    cells = [lane for lane, lw in zip(lanes, lane_work) if lw.broadcast_bytes]  # each edge's own broadcast
+    cell_air = sum(max(_air_s(lane_work[lane_of[lane[0]]].broadcast_bytes, broadcast_bps[i]) for i in lane)
+                   for lane in cells)
     energy = {
         "device": float(sum(
             compute_energy_j(p, sum(s.device_fwd_flops + s.device_bwd_flops for s in w.steps))
@@ -283,9 +351,11 @@ def simulate_round(
         )),
         "server": float(
             sum(compute_energy_j(srv, sum(s.server_flops for s in w.steps), f) for w, f in zip(works, server_hz))
-            + transmit_energy_j(world.server.tx_power_w, float(bcast.max()) + air_dl_unicast)
+            + transmit_energy_j(world.server.tx_power_w, float(global_bcast.max()) + cell_air + air_dl_unicast)
         ),
     }
+    if relayed:  # wired transmission energy is not modelled
+        energy["cloud"] = float(compute_energy_j(world.cloud, sum(r.server_flops for h in hop for r in h if r)))
     return RoundTimeline(
         round_idx=round_idx,
         events=sorted(events, key=lambda e: (e.start_s, e.device)),
@@ -297,4 +367,5 @@ def simulate_round(
         schedule=work.schedule,
         broadcast_s=dict(zip(devices, bcast.tolist())),
         server_order=served,
+        groups=[[devices[i] for i in lane] for lane in lanes],
     )

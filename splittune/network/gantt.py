@@ -23,8 +23,12 @@ PHASE_NAMES = {
     "GT": "GT: gradients down",
     "DU": "DU: device backward+step",
     "LT": "LT: adapter upload",
+    "WD": "WD: backhaul down (cloud to edge)",
+    "WU": "WU: backhaul up (edge to cloud)",
+    "CL": "CL: cloud forward+backward",
 }
-_PALETTE = ["#8c564b", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#7f7f7f", "#bcbd22", "#17becf"]
+_PALETTE = ["#8c564b", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#7f7f7f", "#bcbd22", "#17becf",
+            "#e377c2"]
 _COLOURS = dict(zip(PHASES, _PALETTE))
 _WAIT = dict(facecolor="white", hatch="///", edgecolor="#bbbbbb")
 # a server batch is labelled with its device only where the label fits inside the bar
@@ -68,7 +72,8 @@ def _draw_phases(ax, timeline: RoundTimeline) -> None:
     ax.set_xscale("log")
     lo, hi = min((phases[p] for p in shown), default=1e-3), max((phases[p] for p in shown), default=1.0)
     ax.set_xlim(lo / 3, hi * 8)  # room for the value labels
-    who = "critical device" if timeline.schedule == "parallel" else "all devices in turn"
+    who = {"parallel": "critical device", "sequential": "all devices in turn"}.get(
+        timeline.schedule, "the critical group's devices in turn")
     ax.set_title(f"seconds per phase\n({who}, log scale)", fontsize=9)
     ax.grid(alpha=0.3, axis="x", which="both")
 

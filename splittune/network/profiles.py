@@ -20,6 +20,8 @@ Catalogue figures (memory from Table I of the SFT paper where it lists the devic
 - Transmit power 0.2 W (23 dBm, 3GPP UE power class 3) for every device.
 - edge-server: §VIII-A: 40 GHz-equivalent clock, 2048 cores, D = 4; 300 W (one data-centre GPU)
   and 1 W downlink transmit power (30 dBm small cell) for its energy.
+- cloud-server: the cloud of the hierarchical scheme, an assumption: four edge servers' worth of
+  cores (8192) and power (1200 W), no radio (it reaches the edges over the wired backhaul).
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ _DEVICES = [
 ]
 _SERVERS = [
     ServerProfile(name="edge-server", f_hz=40e9, cores=2048, flops_per_cycle=4, compute_power_w=300),
+    ServerProfile(name="cloud-server", f_hz=40e9, cores=8192, flops_per_cycle=4, compute_power_w=1200, tx_power_w=0),
 ]
 DEVICE_CATALOGUE: dict[str, DeviceProfile] = {p.name: p for p in _DEVICES}
 SERVER_CATALOGUE: dict[str, ServerProfile] = {p.name: p for p in _SERVERS}

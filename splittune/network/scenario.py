@@ -48,6 +48,17 @@ class ServerConfig(BaseModel):
     profile: str = "edge-server"
 
 
+class CloudConfig(BaseModel):
+    """The cloud of a three-stage scheme (hierarchical) and the wired link from each edge to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = Field("cloud-server", description="server profile of the cloud")
+    backhaul_bps: float = Field(
+        1e9, gt=0, description="bit/s of the wired edge-cloud link; every edge has its own (no contention)"
+    )
+
+
 _PRESETS: dict[str, dict[str, Any]] = {
     "sft-paper": {"fleet": {"f_range_ghz": (0.5, 1.5)}},
     "dynamic": {"fleet": {"f_range_ghz": (0.5, 1.5)}, "channel": {"path_loss": {}, "fading": "rayleigh"}},
@@ -64,8 +75,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class World:
     devices: list[DeviceProfile]
-    server: ServerProfile
+    server: ServerProfile  # the edge server (every edge server, in a three-stage scheme)
     channel: Channel
+    cloud: ServerProfile | None = None
+    backhaul_bps: float | None = None
 
 
 class ScenarioConfig(BaseModel):
@@ -74,6 +87,8 @@ class ScenarioConfig(BaseModel):
     fleet: FleetConfig = FleetConfig()
     server: ServerConfig = ServerConfig()
     channel: ChannelConfig = ChannelConfig()
+    edges: int = Field(default=2, ge=1, description="hierarchical: edge servers between the users and the cloud")
+    cloud: CloudConfig = CloudConfig()
     profiles_file: Path | None = Field(default=None, description="YAML with extra device/server profiles")
     seed: int = 0
     distribution: Literal["broadcast", "unicast"] = Field(
@@ -90,10 +105,11 @@ class ScenarioConfig(BaseModel):
                 device_profile(name, extra_dev)
         except ValueError as e:
             raise ValueError(f"fleet.profiles: {e}") from None
-        try:
-            server_profile(self.server.profile, extra_srv)
-        except ValueError as e:
-            raise ValueError(f"server.profile: {e}") from None
+        for key, name in (("server.profile", self.server.profile), ("cloud.profile", self.cloud.profile)):
+            try:
+                server_profile(name, extra_srv)
+            except ValueError as e:
+                raise ValueError(f"{key}: {e}") from None
         return self
 
     def _user_profiles(self) -> tuple[dict[str, DeviceProfile], dict[str, ServerProfile]]:
@@ -115,4 +131,5 @@ class ScenarioConfig(BaseModel):
         if self.fleet.f_range_ghz is not None:
             lo, hi = self.fleet.f_range_ghz
             devices = heterogeneous_fleet(devices, (lo * 1e9, hi * 1e9), seed=self.seed)
-        return World(devices, server_profile(self.server.profile, extra_srv), self.channel.build(n_devices, self.seed))
+        return World(devices, server_profile(self.server.profile, extra_srv), self.channel.build(n_devices, self.seed),
+                     cloud=server_profile(self.cloud.profile, extra_srv), backhaul_bps=self.cloud.backhaul_bps)

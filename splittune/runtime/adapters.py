@@ -15,11 +15,16 @@ from torch import nn
 
 from splittune.models.split import Stage
 
-GLOBAL = "global"  # the aggregated adapter; devices' own adapters are named dev0, dev1, ...
+GLOBAL = "global"  # the aggregated adapter; devices' own adapters are named dev0, dev1, ..., groups' group0, ...
 
 
 def device_adapter(n: int) -> str:
     return f"dev{n}"
+
+
+def group_adapter(g: int) -> str:
+    """A group's adapter (gsfl): its server-side model, and on the device side its relay."""
+    return f"group{g}"
 
 
 def _lora_layers(stage: Stage) -> list[nn.Module]:

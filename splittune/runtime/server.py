@@ -3,7 +3,8 @@
 `AdapterServer` is what every scheme's server does with the device side: it sends the frozen
 device blocks before the first round, hands out the global device-side adapter, collects the
 devices' uploads and FedAvg's them weighted by local data size (eq. 7), or, in `sl`, relays
-each upload to the next device. `fl` needs nothing more.
+each upload to the next device. With `groups` (gsfl) it relays inside each group and FedAvg's
+the groups' last uploads, weighted by each group's data. `fl` needs nothing more.
 
 `SplitServer` also holds the server-side blocks: ONE frozen copy with either one LoRA adapter
 (and optimizer) per device, FedAvg'd every round (eq. 8; `sft`, `sfl`), or one adapter that
@@ -32,6 +33,7 @@ from splittune.runtime.adapters import (
     copy_slots,
     device_adapter,
     frozen_state,
+    group_adapter,
     layerwise_fedavg,
     load_slots,
     own_parameters,
@@ -103,7 +105,8 @@ class AdapterServer:
     """
 
     def __init__(self, device_stage: Stage, devices: list[int], all_adapters: set[str], relay: bool,
-                 max_message_bytes: int, sizes: Sequence[int] | None = None):
+                 max_message_bytes: int, sizes: Sequence[int] | None = None,
+                 groups: list[list[int]] | None = None):
         self.devices, self.all_adapters = devices, all_adapters
         self.relay, self.max_message_bytes = relay, max_message_bytes
         # One device-side stage per device (`hetero`: each its own cut); a broadcast carries the
@@ -114,6 +117,10 @@ class AdapterServer:
         slots = {id(st): adapter_slots(st, GLOBAL) for st in self.device_stages.values()}
         self._device_slots = {n: slots[id(st)] for n, st in self.device_stages.items()}
         self._device_spec = {n: state_spec(copy_slots(s)) for n, s in self._device_slots.items()}
+        self.groups = groups  # None: one relay (sl) or none; else a relay per group, FedAvg'd (gsfl)
+        self.group_of = {n: g for g, members in enumerate(groups or []) for n in members}
+        self.relay_slots = ({g: adapter_slots(self.device_stage, group_adapter(g)) for g in range(len(groups))}
+                            if relay and groups else {})
         self._uploads: dict[int, tuple[float, dict[str, torch.Tensor]]] = {}
         self._model_messages: dict[int, bytes] = {}
         self.memory = PeakMemory()
@@ -178,7 +185,7 @@ class AdapterServer:
         n = self._request(request)
         msg = Message(MessageKind.ADAPTER, device=n)
         msg.sections["state"] = encode_state_dict(self.device_global_slots if n == BASE_STATION
-                                                  else self._device_slots[n])
+                                                  else self._relay_of(n))
         return msg.encode()
 
     def _num_samples(self, msg: Message, n: int) -> int:
@@ -212,13 +219,24 @@ class AdapterServer:
             raise MessageError(f"device {n} uploaded an adapter that does not fit the device-side model: {e}",
                                "bad_adapter") from None
         self.sizes.setdefault(n, size)  # registration: every later upload must report the same size
-        if self.relay:  # the next device starts from this one's adapter
-            load_slots(self._device_slots[n], state)
+        if self.relay:  # the next device (of its group) starts from this one's adapter
+            load_slots(self._relay_of(n), state)
             self._uploads[n] = (float(size), {})
         else:
             self._uploads[n] = (float(size), state)
             self._observe_uploads()
         return self._replies.store(n, request, Message(MessageKind.ACK, device=n).encode())
+
+    def _relay_of(self, n: int) -> dict[str, torch.nn.Parameter]:
+        """What device `n` is sent and, in a relay, what its upload replaces: its group's relay, or the
+        global adapter (its part of it)."""
+        return self.relay_slots[self.group_of[n]] if self.relay_slots else self._device_slots[n]
+
+    def _group_weights(self, devices: list[int]) -> list[tuple[int, float]]:
+        """(group, data of its devices among `devices`) for every group with one of them (gsfl)."""
+        chosen = set(devices)
+        weights = [(g, sum(self._uploads[n][0] for n in members if n in chosen)) for g, members in enumerate(self.groups)]
+        return [(g, w) for g, w in weights if any(n in chosen for n in self.groups[g])]
 
     def uploaded(self, n: int) -> bool:
         """Whether device `n` has uploaded its adapter in the current round."""
@@ -239,9 +257,15 @@ class AdapterServer:
         self._next_step = dict.fromkeys(self.devices, 0)
         self._uploads.clear()
         self._replies.clear()
+        state = copy_slots(self.device_global_slots)
+        for slots in self.relay_slots.values():  # every group's relay starts from the global adapter
+            load_slots(slots, state)
 
     def _contributions(self, devices: list[int]) -> list[tuple[float, dict[str, torch.Tensor]]]:
-        """(data size, adapter state) of every part of `devices`' adapters this round: the uploads."""
+        """(data size, adapter state) of every part of `devices`' adapters this round: the uploads, or
+        with grouped relays each group's last upload, weighted by its devices' data."""
+        if self.relay_slots:
+            return [(w, copy_slots(self.relay_slots[g])) for g, w in self._group_weights(devices)]
         return [self._uploads[n] for n in devices]
 
     def _aggregated_slots(self) -> dict[str, torch.nn.Parameter]:
@@ -254,7 +278,7 @@ class AdapterServer:
         of each side): every slot averaged over the devices that trained it. Returns the weights.
         Closes the round."""
         self._open = False
-        if self.relay:
+        if self.relay and not self.relay_slots:  # sl: the relay is the global adapter already
             self._uploads.clear()
             return None
         devices = list(self.devices if devices is None else devices)
@@ -276,6 +300,8 @@ class AdapterServer:
 
     def _digest(self, h) -> None:
         _digest_tensors(h, self.device_global_slots.values())
+        for g in sorted(self.relay_slots):
+            _digest_tensors(h, self.relay_slots[g].values())
         h.update(repr((self.round, self._started, sorted(self._next_step.items()), sorted(self.sizes.items()),
                        sorted((n, w) for n, (w, _) in self._uploads.items()))).encode())
         for _, (_, state) in sorted(self._uploads.items()):
@@ -326,9 +352,10 @@ class SplitServer(AdapterServer):
         sizes: Sequence[int] | None = None,
         max_batch: int | None = None,
         max_tokens: int | None = None,
+        groups: list[list[int]] | None = None,
     ):
-        super().__init__(device_stage, devices, all_adapters, relay=shared_adapter, max_message_bytes=max_message_bytes,
-                         sizes=sizes)
+        super().__init__(device_stage, devices, all_adapters, relay=shared_adapter or groups is not None,
+                         max_message_bytes=max_message_bytes, sizes=sizes, groups=groups)
         (self.up, self.down), self.hidden_size, self.seed = codecs, hidden_size, seed
         # Device n's server side runs blocks W_n.. (one cut for all but in `hetero`); `stage` is the
         # union, the one base every device's server side is a view of.
@@ -338,12 +365,18 @@ class SplitServer(AdapterServer):
         if shared_adapter:  # sl: the one adapter; device n's steps train its part past W_n
             self.slots = {GLOBAL: adapter_slots(self.stage, GLOBAL)}
             self._step_slots = {n: adapter_slots(st, GLOBAL) for n, st in self.stages.items()}
+        elif groups:  # gsfl: one adapter per group, every device of the group trains it in turn
+            self.slots = {group_adapter(g): adapter_slots(self.stage, group_adapter(g)) for g in range(len(groups))}
+            self._step_slots = {n: self.slots[group_adapter(self.group_of[n])] for n in devices}
         else:
             self.slots = {device_adapter(n): adapter_slots(st, device_adapter(n)) for n, st in self.stages.items()}
             self._step_slots = {n: self.slots[device_adapter(n)] for n in devices}
         self.global_slots = adapter_slots(self.stage, GLOBAL)
         self.optimizers = {a: make_optimizer(list(s.values())) for a, s in self.slots.items()}
-        if copies:  # sfl: one whole copy of the server blocks per device, all running at once
+        if copies and groups:  # gsfl: one whole copy of the server blocks per group, all running at once
+            self.param_bytes = sum(tensor_bytes(own_parameters(self.stage, a, all_adapters)) for a in self.slots)
+            self.concurrent = len(self.slots)
+        elif copies:  # sfl: one whole copy of the server blocks per device, all running at once
             self.param_bytes = sum(tensor_bytes(own_parameters(st, device_adapter(n), all_adapters))
                                    for n, st in self.stages.items())
             self.concurrent = len(devices)
@@ -371,7 +404,9 @@ class SplitServer(AdapterServer):
         return {**super().handlers(), "train_step": self.train_step}
 
     def adapter_of(self, n: int) -> str:
-        return GLOBAL if self.shared_adapter else device_adapter(n)
+        if self.shared_adapter:
+            return GLOBAL
+        return group_adapter(self.group_of[n]) if self.groups else device_adapter(n)
 
     def _activations(self, msg: Message) -> Activations:
         try:
@@ -507,7 +542,10 @@ class SplitServer(AdapterServer):
     def _contributions(self, devices: list[int]) -> list[tuple[float, dict[str, torch.Tensor]]]:
         """The uploads (each device's blocks before its cut) and the server's copy of each device's
         adapter past its cut: together every device's whole adapter, each slot from the side that trained it."""
-        server = [(self._uploads[n][0], copy_slots(self.slots[device_adapter(n)])) for n in devices]
+        if self.groups:  # gsfl: each group's server-side model, weighted by its devices' data
+            server = [(w, copy_slots(self.slots[group_adapter(g)])) for g, w in self._group_weights(devices)]
+        else:
+            server = [(self._uploads[n][0], copy_slots(self.slots[device_adapter(n)])) for n in devices]
         return super()._contributions(devices) + server
 
     def _aggregated_slots(self) -> dict[str, torch.nn.Parameter]:

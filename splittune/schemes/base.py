@@ -34,6 +34,9 @@ class Setup:
     turn_order: TurnOrder = "fixed"  # sequential schemes (sl): the devices' order in each round
     max_tokens: int | None = None  # the server rejects activations of more tokens; None: the model's positions
     cuts: list[int] | None = None  # per-device cuts W_n (`hetero`, CARD's per-device cut); None: `cut` for all
+    groups: int = 1  # gsfl: groups of consecutive devices (gsfl.groups)
+    edges: int = 1  # hierarchical: edge servers, users assigned in consecutive blocks (scenario.edges)
+    edge_cut: int | None = None  # hierarchical: blocks before the edge/cloud cut (split.edge_cut)
 
     @property
     def device_cuts(self) -> list[int]:

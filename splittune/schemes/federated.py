@@ -5,8 +5,10 @@ A scheme file sets a few class attributes and gets the rest from here and the ru
 - `split`: False puts the whole model on every device (`fl`); True cuts it at `setup.cut`;
 - `shared_server_adapter`: ONE server-side adapter every device's batches train in turn, the device
   adapter relayed between devices (`sl`), instead of one per device, FedAvg'd;
-- `server_copies`: the server holds a copy of its blocks per device (`sfl`) instead of one shared
-  base (`sft`); the numbers are the same, the memory and the timeline are not;
+- `server_copies`: the server holds a copy of its blocks per device (`sfl`), or per group (gsfl),
+  instead of one shared base (`sft`); the numbers are the same, the memory and the timeline are not;
+- a "grouped" layout puts the devices in `setup.groups` groups of consecutive devices, each with
+  its own server-side adapter and device-side relay (`group<g>` adapters), FedAvg'd across groups;
 - `device_cuts`: whether devices may cut at different blocks (`setup.cuts`): device n runs blocks
   ..W_n-1 and the server blocks W_n.. of device n's adapter (`hetero`; `sl` under CARD).
 
@@ -22,25 +24,25 @@ import torch
 from splittune.codec import build_codec
 from splittune.models.lora import peft_config
 from splittune.models.split import split_model, whole_model
-from splittune.runtime.adapters import GLOBAL, adapter_state, device_adapter, load_adapter_state
+from splittune.runtime.adapters import GLOBAL, adapter_state, device_adapter, group_adapter, load_adapter_state
 from splittune.runtime.batches import derive_seed, shuffled_batches
 from splittune.runtime.device import DeviceWorker
-from splittune.runtime.federation import Federation, Layout
+from splittune.runtime.federation import Federation, Layout, contiguous_groups
 from splittune.runtime.metering import FlopMeter
 from splittune.runtime.server import AdapterServer, SplitServer
 from splittune.runtime.transport import InProcessTransport, Transport
 from splittune.schemes.base import RoundResult, Setup, evaluate, local_steps, make_optimizer_factory, round_lr, set_lr
 
 
-def multi_adapter_model(model, lora, n_devices: int, seed: int):
-    """The model with a `global` adapter and `dev0..devN-1` adapters (made equal by the caller)."""
+def multi_adapter_model(model, lora, names: list[str], seed: int):
+    """The model with a `global` adapter and one adapter per name (made equal by the caller)."""
     from peft import get_peft_model
 
     torch.manual_seed(seed)
     config = peft_config(model, lora)
     peft_model = get_peft_model(model, config, adapter_name=GLOBAL)
-    for n in range(n_devices):
-        peft_model.add_adapter(device_adapter(n), config)
+    for name in names:
+        peft_model.add_adapter(name, config)
     return peft_model
 
 
@@ -58,12 +60,15 @@ class FederatedScheme:
     def __init__(self, setup: Setup, transport: Transport | None = None):
         self.setup = setup
         n_devices = len(setup.device_data)
-        self.model = multi_adapter_model(setup.model, setup.lora, n_devices, setup.seed)
+        groups = (contiguous_groups(n_devices, setup.groups, "gsfl.groups") if self.layout.schedule == "grouped"
+                  else None)
+        names = [device_adapter(n) for n in range(n_devices)] + [group_adapter(g) for g in range(len(groups or []))]
+        self.model = multi_adapter_model(setup.model, setup.lora, names, setup.seed)
         self.model.train()
-        adapters = {GLOBAL} | {device_adapter(n) for n in range(n_devices)}
+        adapters = {GLOBAL, *names}
         whole = whole_model(self.model)
-        for n in range(n_devices):
-            load_adapter_state(whole, device_adapter(n), adapter_state(whole, GLOBAL))
+        for name in names:  # every adapter starts as `global`
+            load_adapter_state(whole, name, adapter_state(whole, GLOBAL))
         cuts = self._cuts(setup)
         by_cut = {c: split_model(self.model, [c]) if self.split else [whole] for c in sorted(set(cuts))}
         device_stages = [by_cut[c][0] for c in cuts]
@@ -75,6 +80,7 @@ class FederatedScheme:
                 [by_cut[c][1] for c in cuts], device_stages, devices, adapters, make_opt, codecs,
                 self.model.config.hidden_size, setup.max_message_bytes, setup.seed, self.shared_server_adapter,
                 self.server_copies, sizes=setup.sizes, max_batch=setup.train.batch_size, max_tokens=setup.max_tokens,
+                groups=groups,
             )
         else:
             self.server = AdapterServer(whole, devices, adapters, relay=False,
@@ -93,7 +99,7 @@ class FederatedScheme:
         ]
         self.federation = Federation(
             self.devices, self.server, self.transport, [local_steps(setup.train, s) for s in setup.sizes],
-            self.layout, setup.distribution, setup.turn_order, setup.seed,
+            self.layout, setup.distribution, setup.turn_order, setup.seed, groups=groups,
         )
 
     def _cuts(self, setup: Setup) -> list[int]:

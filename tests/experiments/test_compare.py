@@ -166,14 +166,14 @@ def test_time_to_target_of_a_run_without_simulated_time():
 @pytest.mark.parametrize(
     "options, words",
     [
-        (["--schemes", "fl,bogus"], ["--schemes", "bogus", "sft, sfl, sl, fl, central, sft-nocomp"]),
+        (["--schemes", "fl,bogus"], ["--schemes", "bogus", ", ".join(cmp.row_names())]),
         (["--schemes", "sft", "--variant", "sft-a:train.lr=0.1", "--variant", "sft-a:train.lr=0.2"],
          ["duplicate", "sft-a"]),
         (["--schemes", "sft", "--variant", "sft:train.lr=0.1"], ["duplicate", "'sft'"]),
         (["--variant", "sft-x"], ["--variant", "NAME:key=value"]),
         (["--variant", "sft-x:lr"], ["--variant", "'lr'", "key=value"]),
         (["--variant", "other:train.lr=0.1"], ["--variant other", "scheme=NAME"]),
-        (["--variant", "x:scheme=nope"], ["--variant x", "nope", "sft, sfl, sl, fl, central"]),
+        (["--variant", "x:scheme=nope"], ["--variant x", "nope", ", ".join(SCHEMES)]),
         (["--targets", "common,1.5"], ["--targets", "1.5", "(0, 1]"]),
         (["--targets", "0"], ["--targets", "'0'", "(0, 1]"]),
         (["--targets", "best"], ["--targets", "fl-best, common"]),

@@ -7,7 +7,7 @@ from splittune.codec import CodecConfig
 from splittune.runtime.adapters import GLOBAL, adapter_slots, copy_slots, device_adapter
 from splittune.runtime.messages import MessageKind, decode, decode_state_dict
 from splittune.runtime.transport import InProcessTransport, MeteredTransport
-from splittune.schemes import FL, SFL, SFT, SL
+from splittune.schemes import FL, GSFL, SFL, SFT, SL
 from splittune.schemes.config import CodecPair
 from scheme_setups import make_setup
 
@@ -28,10 +28,12 @@ def _metered(scheme_cls, **kw):
     return scheme, meter
 
 
-@pytest.mark.parametrize("scheme_cls", [SFT, SFL, SL, FL])
+@pytest.mark.parametrize("scheme_cls", [SFT, SFL, SL, FL, GSFL])
 @pytest.mark.parametrize("distribution", ["broadcast", "unicast"])
 def test_reported_bytes_are_the_bytes_the_transport_carried(scheme_cls, distribution):
-    scheme, meter = _metered(scheme_cls, devices=3, steps=2, codec=CODEC, sizes=[4, 8, 12], distribution=distribution)
+    extra = {"groups": 2} if scheme_cls is GSFL else {}
+    scheme, meter = _metered(scheme_cls, devices=3, steps=2, codec=CODEC, sizes=[4, 8, 12], distribution=distribution,
+                             **extra)
     up = down = 0
     for t in range(2):
         result = scheme.run_round(t)
