@@ -29,19 +29,19 @@ from splittune.data import DataConfig, load_data, tensorize_causal
 from splittune.models.families import family_of, set_checkpointing
 from splittune.models.load import load_model
 from splittune.models.lora import LoraSettings, attach_lora
+from splittune.network.trace import DeviceRoundWork
 from splittune.runtime.batches import shuffled_batches
 from splittune.schemes import SFT, Setup
 from splittune.schemes.base import make_optimizer_factory
 from splittune.schemes.config import CodecPair, TrainConfig
 
-MODEL = "gemma3-270m"
 LORA = LoraSettings(rank=8, alpha=16.0)
 
 
-def _load_seconds(cache: str | None) -> float:
+def _load_seconds(model: str, cache: str | None) -> float:
     env = dict(os.environ, **({"SPLITTUNE_CACHE": cache} if cache else {}))
     code = ("import time; t = time.perf_counter(); from splittune.models.load import load_model; "
-            f"load_model({MODEL!r}, num_labels=1, task='causal_lm'); print(time.perf_counter() - t)")
+            f"load_model({model!r}, num_labels=1, task='causal_lm'); print(time.perf_counter() - t)")
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -61,25 +61,26 @@ def main() -> None:
     parser.add_argument("--cut", type=int, default=6, help="cut of the step-time comparison")
     parser.add_argument("--cuts", type=int, nargs="+", default=[2, 6, 12], help="cuts of the memory table")
     parser.add_argument("--first-load", action="store_true", help="also time a first load into a fresh cache")
+    parser.add_argument("--model", default="gemma3-270m", help="another causal LM (e.g. tiny-llama) checks the script")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {MODEL}, batch {args.batch}, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.model}, batch {args.batch}, "
           f"{args.max_length} tokens", flush=True)
 
-    cached = _load_seconds(None)  # builds the cache if this is the machine's first load
-    cached = min(cached, _load_seconds(None))
+    cached = _load_seconds(args.model, None)  # builds the cache if this is the machine's first load
+    cached = min(cached, _load_seconds(args.model, None))
     line = f"load: cached {cached:.1f} s"
     if args.first_load:
         with tempfile.TemporaryDirectory() as tmp:
-            line += f", first (dequantize GGUF + write cache) {_load_seconds(tmp):.1f} s"
+            line += f", first (dequantize GGUF + write cache) {_load_seconds(args.model, tmp):.1f} s"
     print(line, flush=True)
 
     train = TrainConfig(batch_size=args.batch, local_steps=args.steps, optimizer="adamw", lr=1e-3)
-    base, tok = load_model(MODEL, num_labels=1, task="causal_lm")
+    base, tok = load_model(args.model, num_labels=1, task="causal_lm")
     tensors = _data(tok, args.max_length)
     batches = [b for _, b in zip(range(args.steps), shuffled_batches(tensors, args.batch, 0, True))]
 
     # 1. step time, split vs unsplit
-    plain = attach_lora(load_model(MODEL, num_labels=1, task="causal_lm")[0], LORA)
+    plain = attach_lora(load_model(args.model, num_labels=1, task="causal_lm")[0], LORA)
     plain.train()
     opt = make_optimizer_factory(train)([p for p in plain.parameters() if p.requires_grad])
 
@@ -91,9 +92,11 @@ def main() -> None:
     sft = SFT(Setup(model=base, device_data=[tensors], test_data=tensors, train=train, lora=LORA, cut=args.cut,
                     codec=CodecPair(), seed=0))
     device, steps = sft.devices[0], iter(range(10**9))
+    sft.server.start_round(0)  # one long round: the server takes the device's steps 0, 1, 2, ... in order
+    work = DeviceRoundWork(device=0)
 
-    def split_step(batch):
-        device.train_step(0, next(steps))
+    def split_step(batch):  # the device draws the same `batch` from device.batches, set to `batches` below
+        device.train_step(0, next(steps), work)
 
     device.batches = iter(batches[:1])
     split_step(None), plain_step(batches[0])  # warm-up: FLOP counting and meters run once per shape
@@ -115,14 +118,15 @@ def main() -> None:
     for cut in args.cuts:
         for dtype in ("fp32", "bf16"):
             for ckpt in (False, True):
-                model, _ = load_model(MODEL, num_labels=1, task="causal_lm", dtype=dtype)
+                model, _ = load_model(args.model, num_labels=1, task="causal_lm", dtype=dtype)
                 if ckpt:
                     set_checkpointing(family_of(model).blocks()[:cut])
                 one = TrainConfig(batch_size=args.batch, local_steps=1, optimizer="adamw", lr=1e-3)
                 s = SFT(Setup(model=model, device_data=[tensors], test_data=tensors, train=one, lora=LORA, cut=cut,
                               codec=CodecPair(), seed=0))
                 s.devices[0].batches = iter(batches[:1])
-                s.devices[0].train_step(0, 0)
+                s.server.start_round(0)
+                s.devices[0].train_step(0, 0, DeviceRoundWork(device=0))
                 m = s.devices[0].memory.reset()
                 mib = 2**20
                 print(f"{cut:>4} {dtype:>5} {'on' if ckpt else 'off':>5} {m.total / mib:>9.1f} MiB "

