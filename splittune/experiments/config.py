@@ -129,6 +129,8 @@ class RunConfig(Strict):
                              ("planning.server_f_ghz", p.server_f_ghz)):
             if values is not None and len(values) != self.devices:
                 raise ValueError(f"{name} needs one entry per device ({self.devices}), got {values}")
+        if p.server_compute == "card" and p.cut == "mincut":
+            raise ValueError("planning.server_compute=card chooses each device's cut itself; use planning.cut=fixed")
         if (p.server_compute == "card" or p.device_cuts is not None) and self.scheme != "sl":
             raise ValueError(f"planning.server_compute=card (and planning.device_cuts) model devices training "
                              f"alternately with one edge server: use scheme=sl, not {self.scheme}")

@@ -97,7 +97,7 @@ def solve_p1(cfg, problem: PlanProblem) -> CutDecision:
     """P1 under `cfg.planning`: a fixed cut restricts the candidates, a fixed codec the (rho, E) grid."""
     p = cfg.planning
     cut_problem = problem.cut
-    if p.cut == "fixed":
+    if p.cut != "auto":  # fixed, or mincut (decided on the run's own costs, after the set-up)
         if cfg.split.cut not in cut_problem.cuts:
             raise ValueError(f"split.cut={cfg.split.cut} is not a cut of this model (1..{max(cut_problem.cuts)})")
         i = list(cut_problem.cuts).index(cfg.split.cut)

@@ -22,6 +22,7 @@ from splittune.data.causal import dialogue_prompt, held_out_prompts
 from splittune.experiments.card_plan import resolve_card
 from splittune.experiments.config import RunConfig, dump_config
 from splittune.experiments.cut_plans import resolve_cuts
+from splittune.experiments.mincut_plan import resolve_mincut
 from splittune.experiments.planning import resolve_planning
 from splittune.experiments.report import summary_table, write_report
 from splittune.experiments.simulation import RoundSimulator
@@ -136,9 +137,10 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     setup, stats, (data, tokenizer) = build_setup_with_data(cfg, console)
-    cfg, card = resolve_card(cfg, setup, console)  # needs the data and the model: after the set-up
-    if card:
-        plan = {**(plan or {}), **card}
+    cfg, card = resolve_card(cfg, setup, console)  # these need the data and the model: after the set-up
+    cfg, mincut = resolve_mincut(cfg, setup, console)
+    if card or mincut:
+        plan = {**(plan or {}), **(card or {}), **(mincut or {})}
         (out / "config.yaml").write_text(dump_config(cfg))
     scheme = SCHEMES[cfg.scheme](setup)
     prompts = held_out_prompts(data, GENERATIONS, tokenizer) if cfg.task == "causal_lm" else []

@@ -7,7 +7,10 @@
   `splittune.planning.ordering`).
 - ``cut`` / ``compression``: ``fixed`` keeps `split.cut` / the configured codecs; ``auto`` solves
   SFT P1 once before training (cut layer l, Top-K ratio rho, quantization levels E) with the
-  network cost models and the accuracy model, subject to ``accuracy_min``.
+  network cost models and the accuracy model, subject to ``accuracy_min``; ``mincut`` picks the cut by
+  the block-wise minimum s-t cut on the run's own costs (`splittune.experiments.mincut_plan`).
+- ``server_compute``: ``max`` runs the server at its full clock; ``card`` lets CARD pick each device's cut
+  and the server's clock for it (`splittune.experiments.card_plan`, scheme ``sl``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ class PlanningConfig(BaseModel):
 
     bandwidth: str = Field("equal", description=f"bandwidth allocator per round: {' | '.join(ALLOCATORS)}")
     order: str = Field("fifo", description=f"server order per round: {' | '.join(RULES)}")
-    cut: Literal["fixed", "auto"] = Field("fixed", description="fixed: split.cut; auto: solve P1 before training")
+    cut: Literal["fixed", "auto", "mincut"] = Field(
+        "fixed", description="fixed: split.cut; auto: solve P1 before training; mincut: the block-wise minimum s-t "
+                             "cut (arXiv 2507.01041) on the run's cost model")
     compression: Literal["fixed", "auto"] = Field(
         "fixed", description="fixed: codec.up/down as configured; auto: rho and E from P1 (both directions)")
     cut_method: str = Field("lagrangian", description=f"P1 solver: {' | '.join(SOLVERS)}")
