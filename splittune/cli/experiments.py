@@ -79,8 +79,9 @@ def sweep_codec(
     lossless_off: Annotated[str, typer.Option(help="Points also run without the lossless stage (topk+sq): all | none | rho:E,...")] = "all",
     max_loss: Annotated[float, typer.Option(min=0, help="Absolute accuracy loss for the 'highest ratio within' finding.")] = 0.01,
     out: Annotated[Optional[Path], typer.Option(help="Sweep folder (default: output_dir/sweep-codec-<time>).")] = None,
-    save_default: Annotated[bool, typer.Option(help="Also save the fit as the package's default accuracy model.")] = False,
+    save_default: Annotated[bool, typer.Option(help="Also save the fit as the package's model for the swept link(s) (planning/data/accuracy_<direction>.json).")] = False,
     resume: Annotated[bool, typer.Option(help="Reuse points whose folder under --out holds a finished run of the same config.")] = False,
+    seeds: Annotated[Optional[str], typer.Option(help="Seeds, comma separated (e.g. 0,1,2): every point runs once per seed and the fit goes through the mean. Default: the config's seed.")] = None,
 ):
     """Compression/accuracy trade-off (SFT Fig. 7): one run per (rho, E) with topk+sq+LOSSLESS (and topk+sq at
     the --lossless-off points) plus a `none` baseline; writes sweep.csv, sweep.md, tradeoff.png and the fitted
@@ -89,15 +90,18 @@ def sweep_codec(
     from datetime import datetime
 
     from splittune.experiments import sweep
+    from splittune.experiments.compare import parse_seeds
 
     args = list(args or [])
     command = shlex.join(["splittune", "sweep", "codec", *args, f"--rhos={rhos}", f"--levels={levels}",
-                          f"--direction={direction}", f"--lossless={lossless}", f"--lossless-off={lossless_off}"])
+                          f"--direction={direction}", f"--lossless={lossless}", f"--lossless-off={lossless_off}",
+                          *([f"--seeds={seeds}"] if seeds else [])])
     try:
         cfg = load_config(*config_and_overrides(args))
         points = sweep.grid(rhos, levels, lossless, lossless_off)
         folder = out or Path(cfg.output_dir) / f"sweep-codec-{datetime.now():%Y%m%d-%H%M%S}"
-        sweep.sweep_codec(cfg, points, direction, folder, command, max_loss, save_default, resume, console)
+        sweep.sweep_codec(cfg, points, direction, folder, command, max_loss, save_default, resume, console,
+                          parse_seeds(seeds))
     except ConfigError as e:
         fail(f"invalid configuration\n{e}")
     except ValueError as e:

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from splittune.codec import CodecConfig
 from splittune.network.shape import TransformerShape
-from splittune.planning.accuracy import AccuracyModel
+from splittune.planning.accuracy import LINKS, AccuracyModel
 from splittune.planning.cut import CutDecision, compression_ratio, solve_cut, solve_exhaustive
 from splittune.planning.from_network import plan_problem
 from splittune.planning.report import PlanProblem
@@ -60,7 +60,8 @@ def model_shape(cfg, num_labels: int) -> TransformerShape:
         seq_len = cfg.model.max_length
     return TransformerShape(batch=cfg.train.batch_size, seq_len=seq_len, hidden=hf.hidden_size,
                             heads=hf.num_attention_heads, lora_rank=cfg.model.lora.rank,
-                            n_blocks=hf.num_hidden_layers, n_classes=num_labels)
+                            n_blocks=hf.num_hidden_layers, n_classes=num_labels,
+                            intermediate=getattr(hf, "intermediate_size", None) or 0)
 
 
 def codec_point(codec: CodecConfig) -> tuple[float, int]:
@@ -79,18 +80,53 @@ def codec_point(codec: CodecConfig) -> tuple[float, int]:
     return rho, levels
 
 
-def run_problem(cfg, num_labels: int, fixed_compression: bool) -> PlanProblem:
-    """P1/P2/order problem for the run config's world and model (compression free or as configured)."""
+def _lossy(codec: CodecConfig) -> bool:
+    """Whether a codec changes what the receiver decodes (zstd is lossless)."""
+    return codec.kind not in ("none", "zstd")
+
+
+def _beta(codec: CodecConfig) -> float:
+    return float(compression_ratio(*codec_point(codec)))
+
+
+def accuracy_model(cfg) -> AccuracyModel:
+    """The accuracy model of `planning.compression=auto`, checked against the links the run compresses:
+    those of planning.links, plus the other link when its configured codec is lossy."""
     p = cfg.planning
-    accuracy = AccuracyModel.load(p.accuracy_model) if p.accuracy_model else AccuracyModel.default()
+    tuned = LINKS[p.links]
+    fixed = [link for link in ("up", "down") if link not in tuned and _lossy(getattr(cfg.codec, link))]
+    model = AccuracyModel.load(p.accuracy_model) if p.accuracy_model else AccuracyModel.default(p.links)
+    what = f"planning.compression=auto with planning.links={p.links}" + "".join(
+        f" and codec.{link}={getattr(cfg.codec, link).name}" for link in fixed)
+    model.check_links([*tuned, *fixed], what)
+    return model
+
+
+def _unconstrained(rho, levels):
+    """No accuracy constraint: a fixed codec's accuracy is the user's choice."""
+    return np.full(np.broadcast(np.asarray(rho), np.asarray(levels)).shape, np.inf)
+
+
+def run_problem(cfg, data, fixed_compression: bool, round_idx: int | None = None) -> PlanProblem:
+    """P1/P2/order problem for the run config's world, model and predicted workload (read off `data`,
+    the run's data set), with the compression free (on planning.links) or as configured. P1 itself
+    (round_idx None) is posed on round 0's channel and the mean workload of the run's rounds; a
+    `round_idx` predicts that round alone (its channel state and its devices' batches)."""
+    from splittune.experiments.workload import predicted_workload
+
+    p = cfg.planning
     world = cfg.scenario.build(cfg.devices)
-    shape = model_shape(cfg, num_labels)
+    shape = model_shape(cfg, data.num_labels)
+    common = dict(workload=predicted_workload(cfg, data, shape.seq_len, round_idx), round_idx=round_idx or 0,
+                  broadcast=cfg.scenario.distribution == "broadcast")
     if fixed_compression:
         rho, levels = codec_point(cfg.codec.up)
-        # The configured codec's accuracy is the user's choice: no A_th constraint on it.
-        return plan_problem(world, shape, accuracy, -np.inf, levels=(levels,), rho_range=(rho, rho))
-    return plan_problem(world, shape, accuracy, p.accuracy_min, levels=tuple(p.levels),
-                        rho_range=(p.rho_min, p.rho_max))
+        return plan_problem(world, shape, _unconstrained, -np.inf, levels=(levels,), rho_range=(rho, rho),
+                            up_beta=_beta(cfg.codec.up), down_beta=_beta(cfg.codec.down), **common)
+    tuned = LINKS[p.links]
+    fixed = {f"{link}_beta": _beta(getattr(cfg.codec, link)) for link in ("up", "down") if link not in tuned}
+    return plan_problem(world, shape, accuracy_model(cfg), p.accuracy_min, levels=tuple(p.levels),
+                        rho_range=(p.rho_min, p.rho_max), **fixed, **common)
 
 
 def solve_p1(cfg, problem: PlanProblem) -> CutDecision:
@@ -112,9 +148,9 @@ def _tuned(codec: CodecConfig, rho: float, levels: int) -> CodecConfig:
     return CodecConfig(**{**codec.model_dump(), "kind": kind, "rho": rho, "levels": levels})
 
 
-def resolve_planning(cfg, console: Console | None = None, num_labels: int | None = None):
-    """Solve P1 once when `planning.cut` or `planning.compression` is `auto` (`num_labels`: read
-    from the data when not given).
+def resolve_planning(cfg, console: Console | None = None, data=None):
+    """Solve P1 once when `planning.cut` or `planning.compression` is `auto` (`data`: the run's data
+    set, loaded when not given).
 
     Returns (the config with split.cut / codec.up / codec.down resolved, the decision as a dict),
     or (cfg, None) when there is nothing to solve.
@@ -124,15 +160,16 @@ def resolve_planning(cfg, console: Console | None = None, num_labels: int | None
         return cfg, None
     if cfg.scheme == "central":
         raise ValueError("planning.cut/planning.compression=auto need a split scheme; scheme=central has no cut")
-    if num_labels is None:
+    if data is None:
         from splittune.data import load_data
 
-        num_labels = load_data(cfg.data).num_labels
-    decision = solve_p1(cfg, run_problem(cfg, num_labels, fixed_compression=p.compression == "fixed"))
+        data = load_data(cfg.data, task=cfg.task)
+    decision = solve_p1(cfg, run_problem(cfg, data, fixed_compression=p.compression == "fixed"))
     update = {"split": cfg.split.model_copy(update={"cut": decision.cut})}
     if p.compression == "auto":
-        update["codec"] = CodecPair(up=_tuned(cfg.codec.up, decision.rho, decision.levels),
-                                    down=_tuned(cfg.codec.down, decision.rho, decision.levels))
+        tuned = LINKS[p.links]
+        update["codec"] = CodecPair(**{link: _tuned(getattr(cfg.codec, link), decision.rho, decision.levels)
+                                       if link in tuned else getattr(cfg.codec, link) for link in ("up", "down")})
     resolved = cfg.model_copy(update=update)
     info = {"cut": decision.cut, "delay_s": decision.delay_s, "method": decision.method,
             "iterations": decision.iterations, "codec_up": resolved.codec.up.name, "codec_down": resolved.codec.down.name}
@@ -142,7 +179,8 @@ def resolve_planning(cfg, console: Console | None = None, num_labels: int | None
         accuracy = (f", predicted accuracy {decision.accuracy:.4f} >= {p.accuracy_min}" if p.compression == "auto" else "")
         console.print(f"[bold]planning (P1, {decision.method})[/]: split.cut = {decision.cut} ({p.cut}), "
                       f"codec.up = {resolved.codec.up.name}, codec.down = {resolved.codec.down.name} ({p.compression}); "
-                      f"predicted round delay {decision.delay_s:.4g} s at equal shares{accuracy}")
+                      f"predicted round {decision.delay_s:.4g} s at equal shares (K local steps, adapter broadcast and upload, "
+                      f"shared server){accuracy}")
     return resolved, info
 
 
@@ -238,9 +276,9 @@ def plan_command(cfg, console: Console) -> None:
     if p.order == "johnson":
         raise ValueError("planning.order=johnson: `plan` models devices running their own stages in parallel, "
                          "where Johnson's flow-shop rule is not defined; use auto, schrage, fifo or random")
-    num_labels = load_data(cfg.data).num_labels
-    problem = run_problem(cfg, num_labels, fixed_compression=False)
-    shape = model_shape(cfg, num_labels)
+    data = load_data(cfg.data, task=cfg.task)
+    problem = run_problem(cfg, data, fixed_compression=False)
+    shape = model_shape(cfg, data.num_labels)
     world = cfg.scenario.build(cfg.devices)
     ghz = [d.f_hz / 1e9 for d in world.devices]
     source = problem.cut.accuracy.source.split(". ")[0]  # the first sentence says whether it was measured

@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from splittune.data import load_data, partition, partition_stats, partition_table, tensorize_causal
+from splittune.data import load_data, partition_stats, partition_table
 from splittune.data.causal import dialogue_prompt, held_out_prompts
 from splittune.experiments.card_plan import resolve_card
 from splittune.experiments.config import RunConfig, dump_config
@@ -27,11 +27,11 @@ from splittune.experiments.planning import resolve_planning
 from splittune.experiments.report import summary_table, write_report
 from splittune.experiments.simulation import RoundSimulator
 from splittune.experiments.tracking import Trackers
+from splittune.experiments.workload import device_datasets
 from splittune.models.families import family_of, set_checkpointing
 from splittune.models.generate import generate_texts
 from splittune.models.load import load_model
 from splittune.models.split import check_cuts, num_blocks
-from splittune.runtime.batches import tensorize
 from splittune.schemes import SCHEMES, Setup
 
 
@@ -59,24 +59,11 @@ def build_setup_with_data(cfg: RunConfig, console: Console | None = None):
             raise ValueError(f"{'hetero.cuts' if cfg.scheme == 'hetero' else 'planning.device_cuts'}: {e}") from None
     if cfg.train.checkpoint_activations:  # the device side: embeddings + blocks 0..cut-1
         set_checkpointing(family_of(model).blocks()[: cfg.split.cut])
-    if cfg.task == "causal_lm":
-        train = tensorize_causal(data, "train", tokenizer, cfg.model.max_length)
-        test = tensorize_causal(data, "test", tokenizer, cfg.model.max_length)
-        groups = train.pop("groups").numpy()
-        test.pop("groups")
-    else:
-        train = tensorize(data.train_x, data.train_y, tokenizer, cfg.model.max_length)
-        test = tensorize(data.test_x, data.test_y, tokenizer, cfg.model.max_length)
-        groups = data.train_y
-    # causal LM: the partition's "labels" are the examples' groups (chatterbot topic, play)
-    parts = partition(
-        groups, cfg.devices, cfg.data.partition, alpha=cfg.data.alpha, seed=cfg.data.seed,
-        shards_per_device=cfg.data.shards_per_device, min_per_device=cfg.data.min_per_device,
-    )
+    device_data, test, groups, parts = device_datasets(cfg, data, tokenizer)
     stats = partition_stats(groups, parts, data.label_names)
     if console is not None:
         console.print(partition_table(groups, parts, data.label_names))
-    device_data = [{k: v[torch.as_tensor(idx)].to(place) for k, v in train.items()} for idx in parts]
+    device_data = [{k: v.to(place) for k, v in share.items()} for share in device_data]
     test = {k: v.to(place) for k, v in test.items()}
     setup = Setup(
         model=model, device_data=device_data, test_data=test, train=cfg.train, lora=cfg.model.lora,

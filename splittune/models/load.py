@@ -37,6 +37,19 @@ def _tokenizer(path):
     return tok
 
 
+def load_tokenizer(name: str):
+    """The tokenizer `load_model(name, ...)` returns for text, without loading any weights."""
+    from splittune.models.gemma import NAME as GEMMA
+
+    if name.startswith("tiny-") or name == DEFAULT_MODEL:  # tiny text models use MiniLM's vocabulary
+        return _tokenizer(minilm_path())
+    if name == GEMMA:
+        from splittune.models.gemma import local_path
+
+        return _tokenizer(local_path())
+    return _tokenizer(name)
+
+
 TASKS = ("classification", "causal_lm")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

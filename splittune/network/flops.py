@@ -62,6 +62,30 @@ def paper_flops(s: TransformerShape, device_blocks: int) -> PaperFlops:
     )
 
 
+def lora_flops(s: TransformerShape, device_blocks: int) -> PaperFlops:
+    """What runs under LoRA on every linear of a block (what `count_flops` counts, to a few per cent),
+    with P = `s.lora_params_per_block` (18 r D for the paper's 4 D MLP) and I the MLP width:
+
+      block forward   B N (8 D^2 + 4 D I) + 4 B N^2 D + 2 B N P   (24 B N D^2 for I = 4 D)
+      block backward  B N (8 D^2 + 4 D I) + 8 B N^2 D + 4 B N P   (input gradients only: the frozen base
+                                                                  has no weight gradient; attention's
+                                                                  backward is twice its forward; LoRA
+                                                                  input and weight gradients)
+    The server side adds the pooler (2 B D^2) and the classifier (2 B D K) on the first token,
+    both trained in full (backward 2x). The first device block's skipped input-gradient work is
+    ignored (an upper bound)."""
+    if not 0 <= device_blocks <= s.n_blocks:
+        raise ValueError(f"device_blocks must be in [0, {s.n_blocks}], got {device_blocks}")
+    b, n, d, p = s.batch, s.seq_len, s.hidden, s.lora_params_per_block
+    dense = b * n * (8 * d**2 + 4 * d * s.mlp)
+    fwd = dense + 4 * b * n**2 * d + 2 * b * n * p
+    bwd = dense + 8 * b * n**2 * d + 4 * b * n * p
+    head = 2 * b * d * d + 2 * b * d * s.n_classes
+    server_blocks = s.n_blocks - device_blocks
+    return PaperFlops(device_fwd=device_blocks * fwd, device_bwd=device_blocks * bwd,
+                      server_fwd=server_blocks * fwd + head, server_bwd=server_blocks * bwd + 2 * head)
+
+
 def count_flops(fn: Callable[[], object]) -> float:
     """FLOPs torch executes while running `fn()` (forward, or forward + backward if fn does both)."""
     with FlopCounterMode(display=False) as counter:

@@ -11,6 +11,8 @@
   the block-wise minimum s-t cut on the run's own costs (`splittune.experiments.mincut_plan`).
 - ``server_compute``: ``max`` runs the server at its full clock; ``card`` lets CARD pick each device's cut
   and the server's clock for it (`splittune.experiments.card_plan`, scheme ``sl``).
+- ``links``: which links ``compression=auto`` puts the chosen (rho, E) on (the other keeps its codec).
+  The accuracy model must have been fitted with exactly the links the run compresses.
 """
 
 from __future__ import annotations
@@ -40,12 +42,16 @@ class PlanningConfig(BaseModel):
         "fixed", description="fixed: split.cut; auto: solve P1 before training; mincut: the block-wise minimum s-t "
                              "cut (arXiv 2507.01041) on the run's cost model")
     compression: Literal["fixed", "auto"] = Field(
-        "fixed", description="fixed: codec.up/down as configured; auto: rho and E from P1 (both directions)")
+        "fixed", description="fixed: codec.up/down as configured; auto: rho and E from P1 on planning.links")
+    links: Literal["up", "down", "both"] = Field(
+        "up", description="compression=auto: the link(s) that get rho and E (up: codec.up; down: codec.down; both); "
+        "the accuracy model must be fitted for exactly the links the run compresses (the shipped one: up)")
     cut_method: str = Field("lagrangian", description=f"P1 solver: {' | '.join(SOLVERS)}")
     accuracy_min: float = Field(0.98, description="A_th: least accuracy A(rho, E) the compression may keep")
     accuracy_model: Path | None = Field(
         None,
-        description="JSON written by AccuracyModel.save or `sweep codec`; None: the shipped fit of the default task",
+        description="JSON written by AccuracyModel.save or `sweep codec`; None: the shipped fit of the default task "
+        "for planning.links",
     )
     rho_min: float = Field(0.01, gt=0, le=1, description="smallest Top-K keep ratio P1 may choose")
     rho_max: float = Field(1.0, gt=0, le=1, description="largest Top-K keep ratio P1 may choose")

@@ -1,94 +1,160 @@
-"""Planning problems built from a `splittune.network` world and the paper's cost formulas.
+"""Planning problems built from a `splittune.network` world: the round the clock simulates, predicted.
 
-For a cut after l of L blocks (SFT §V), device n and compression ratio beta(rho, E):
-  device compute   (Phi_c^F(l) + Phi_c^B(l)) / (f_n C_n D_n)                     (eqs. 12, 16)
-  server compute   (Phi_s^F(l) + Phi_s^B(l)) / (f_s C_s D_s)                      (eq. 14)
-  uplink bits      beta * B N D * value_bits + LoRA 18 D r l * value_bits          (eqs. 13, 17)
-  downlink bits    beta * B N D * value_bits (activation gradient)                 (eq. 15)
-  airtime at b Hz  bits / (b log2(1 + SNR_n)) for the round's channel state
-  memory           M_c(l) of eq. 26 (analytical), against each device's memory_bytes.
-P1 is solved on the large timescale before bandwidth is known, so its delay tau(l, rho, E) is the
-max over devices at equal shares min(B/N, b_max) (the round's shares are P2's job). The block
-distribution phase (ED) happens once per run and is left out of the per-round delay.
-The server-order problem treats the devices as parallel (own radios, FDMA shares): stage 1 =
-device forward + activation upload, 2 = server compute, 3 = gradient download + device backward
-+ LoRA upload. `server_order` gives `simulate_round` an order callable built the same way from
-the round's measured phase durations.
+P1 is solved before training, so it cannot see the round's real bytes and FLOPs; it predicts them
+from the model's dimensions, the codec's compression model and each device's workload
+(`Workload`: K local steps of so many rows and padded tokens, read off the run's data). Per
+device n, cut after l of L blocks and compression ratios beta_up, beta_down:
+
+  ED  adapter broadcast   a(l) / (B log2(1 + SNR_dl,n))  (unicast: over the device's share)
+  per local step, K_n times:
+  CC  device forward      Phi_c^F / (f_n C_n D_n)            (`network.flops.lora_flops`: what runs
+  IT  activation upload   beta_up  x rows s D 32 / r_ul,n     under LoRA, backward ~1x forward)
+  SC  server compute      (Phi_s^F + Phi_s^B) / (f_s C_s D_s), one device at a time
+  GT  gradient download   beta_down x rows s D 32 / r_dl,n
+  DU  device backward     Phi_c^B / (f_n C_n D_n)
+  LT  adapter upload      a(l) / r_ul,n                      a(l) = r (10 D + 2 I) l x 32 bits: LoRA on
+                                                             every linear of the l device blocks, fp32
+                                                             (18 D r l for the paper's I = 4 D MLP)
+The round's delay is the last device's finish, max_n [ED + K_n (CC + IT + SC + GT + DU) + LT],
+or the shared server's bound when that is larger: the server cannot start before the first
+upload arrives, must serve all sum_n K_n batches one at a time, and the last device still has
+its tail after its last batch (min_n (ED + CC + IT) + sum_n K_n SC + min_n (GT + DU + LT)).
+Queueing below that bound is not modelled; `work` turns a decision into the `RoundWork` the
+clock replays, so `plan` prints the clock's makespan of exactly this prediction.
+
+Rates are at equal shares min(B/N, b_max) in the given round's channel state (P1 is solved before
+bandwidth is known; the round's shares are P2's job). The frozen blocks' one-off distribution
+(first round only) is left out of the per-round delay.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from splittune.network.bandwidth import BandwidthDemand
 from splittune.network.clock import RoundDurations
-from splittune.network.flops import paper_flops
+from splittune.network.flops import lora_flops
 from splittune.network.memory import analytical_device_bytes
 from splittune.network.scenario import World
 from splittune.network.shape import TransformerShape
+from splittune.network.trace import DeviceRoundWork, RoundWork, StepWork
 from splittune.planning.accuracy import AccuracyModel
 from splittune.planning.cut import CutDecision, CutProblem, compression_ratio
 from splittune.planning.ordering import OrderProblem, schedule
 from splittune.planning.report import PlanProblem
 
 
+@dataclass(frozen=True)
+class Workload:
+    """What each device does in a round: `steps` K_n local steps of `rows` examples and `seq` padded
+    tokens on average (one entry per device)."""
+
+    steps: np.ndarray
+    rows: np.ndarray
+    seq: np.ndarray
+
+    def __post_init__(self) -> None:
+        arrays = [np.asarray(getattr(self, k), dtype=float) for k in ("steps", "rows", "seq")]
+        if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 1 or np.any(np.concatenate(arrays) <= 0):
+            raise ValueError("Workload.steps, rows and seq need one positive entry per device")
+        for k, a in zip(("steps", "rows", "seq"), arrays):
+            object.__setattr__(self, k, a)
+
+    @classmethod
+    def single_step(cls, shape: TransformerShape, n_devices: int) -> Workload:
+        """One full batch of shape.seq_len tokens per device: the workload when no data is at hand."""
+        return cls(np.ones(n_devices), np.full(n_devices, float(shape.batch)), np.full(n_devices, float(shape.seq_len)))
+
+
 def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel | None = None,
                  accuracy_min: float = 0.98, round_idx: int = 0, value_bits: int = 32,
                  levels: tuple[int, ...] = tuple(range(2, 17)), rho_range: tuple[float, float] = (0.01, 1.0),
-                 ) -> PlanProblem:
-    """The plan of one round of `world` for a model of `shape` (see module docstring)."""
+                 workload: Workload | None = None, up_beta: float | None = None, down_beta: float | None = None,
+                 broadcast: bool = True) -> PlanProblem:
+    """The plan of round `round_idx` of `world` for a model of `shape` (see module docstring).
+
+    `up_beta` / `down_beta`: a link's fixed compression ratio (its configured codec) when P1 does
+    not tune it; None: the link gets beta(rho, E). `broadcast`: the adapter reaches the devices in
+    one broadcast (scenario.distribution), else one unicast each."""
     accuracy = accuracy or AccuracyModel.default()
     if np.isfinite(accuracy_min):  # -inf: no accuracy constraint (a fixed codec); keep the given point
         rho_range, levels = accuracy.restrict(rho_range, levels)
     n = len(world.devices)
+    work = workload or Workload.single_step(shape, n)
+    if len(work.steps) != n:
+        raise ValueError(f"the workload has {len(work.steps)} devices, the world {n}")
     cuts = list(range(1, shape.n_blocks))
     dev_rate = np.array([d.flops_per_s for d in world.devices])
-    flops = [paper_flops(shape, l) for l in cuts]
-    dev_fwd = np.array([[f.device_fwd for f in flops]]).T / dev_rate  # (cuts, N)
-    dev_bwd = np.array([[f.device_bwd for f in flops]]).T / dev_rate
-    server = np.array([(f.server_fwd + f.server_bwd) / world.server.flops_per_s for f in flops])
-    act_bits = float(shape.batch * shape.seq_len * shape.hidden * value_bits)
-    lora_bits = np.array([18.0 * shape.hidden * shape.lora_rank * l * value_bits for l in cuts])
+    shapes = [dataclasses.replace(shape, batch=max(1, round(r)), seq_len=max(1, round(q)))
+              for r, q in zip(work.rows, work.seq)]
+    flops = [[lora_flops(s, l) for s in shapes] for l in cuts]  # [cut][device]
+    cc = np.array([[f.device_fwd for f in row] for row in flops]) / dev_rate  # (cuts, N)
+    du = np.array([[f.device_bwd for f in row] for row in flops]) / dev_rate
+    sc = np.array([[f.server_fwd + f.server_bwd for f in row] for row in flops]) / world.server.flops_per_s
+    act_bits = work.rows * work.seq * shape.hidden * value_bits  # (N,) raw fp32 activations of a step
+    lora_bits = np.array([float(shape.lora_params_per_block * l * value_bits) for l in cuts])
     state = world.channel.state(round_idx)
     se_up, se_dn = np.log2(1.0 + state.uplink_snr), np.log2(1.0 + state.downlink_snr)
     total = world.channel.bandwidth_hz
     cap = total if world.channel.max_share_hz is None else min(world.channel.max_share_hz, total)
-    share = min(total / n, cap)  # the equal split of round 0
+    share = min(total / n, cap)  # the equal split
+    ed_rate = (total if broadcast else share) * se_dn
+    k = work.steps
     index = {l: i for i, l in enumerate(cuts)}
 
-    def fixed(i):
-        return dev_fwd[i] + dev_bwd[i] + server[i]
-
-    def load(i, beta):  # Hz*s per device: airtime at 1 Hz
-        beta = np.asarray(beta, dtype=float)[..., None]
-        return (beta * act_bits + lora_bits[i]) / se_up + beta * act_bits / se_dn
+    def betas(rho, e):
+        tuned = np.asarray(compression_ratio(rho, e, value_bits), dtype=float)
+        return tuple(tuned if b is None else np.full_like(tuned, b) for b in (up_beta, down_beta))
 
     def delay(l, rho, e):
         i = index[int(l)]
-        return np.max(fixed(i) + load(i, compression_ratio(rho, e, value_bits)) / share, axis=-1)
+        up, dn = (b[..., None] for b in betas(rho, e))
+        ed = lora_bits[i] / ed_rate
+        it, gt = up * act_bits / (share * se_up), dn * act_bits / (share * se_dn)
+        lt = lora_bits[i] / (share * se_up)
+        finish = ed + k * (cc[i] + it + sc[i] + gt + du[i]) + lt
+        server = np.min(ed + cc[i] + it, axis=-1) + np.sum(k * sc[i]) + np.min(gt + du[i] + lt, axis=-1)
+        return np.maximum(np.max(finish, axis=-1), server)
 
     def demand(d: CutDecision) -> BandwidthDemand:
         i = index[d.cut]
-        return BandwidthDemand(total, fixed(i), load(i, compression_ratio(d.rho, d.levels, value_bits)),
-                               world.channel.max_share_hz)
+        up, dn = betas(d.rho, d.levels)
+        fixed = (0.0 if not broadcast else lora_bits[i] / ed_rate) + k * (cc[i] + sc[i] + du[i])
+        load = (k * up * act_bits + lora_bits[i]) / se_up + (k * dn * act_bits + (0.0 if broadcast else lora_bits[i])) / se_dn
+        return BandwidthDemand(total, fixed, load, world.channel.max_share_hz)
 
     def stages(d: CutDecision, shares: np.ndarray) -> OrderProblem:
         i = index[d.cut]
-        up = compression_ratio(d.rho, d.levels, value_bits) * act_bits
+        up, dn = betas(d.rho, d.levels)
+        ed = lora_bits[i] / (total * se_dn if broadcast else shares * se_dn)
         times = np.column_stack([
-            dev_fwd[i] + up / (shares * se_up),
-            np.full(n, server[i]),
-            up / (shares * se_dn) + dev_bwd[i] + lora_bits[i] / (shares * se_up),
+            ed + k * (cc[i] + up * act_bits / (shares * se_up)),
+            k * sc[i],
+            k * (dn * act_bits / (shares * se_dn) + du[i]) + lora_bits[i] / (shares * se_up),
         ])
         return OrderProblem(times, parallel_devices=True)
+
+    def round_work(d: CutDecision) -> RoundWork:
+        """The predicted round as the clock takes it: K_n steps of the predicted bytes and FLOPs."""
+        i = index[d.cut]
+        up, dn = betas(d.rho, d.levels)
+        adapter = int(lora_bits[i] / 8)
+        devices = [DeviceRoundWork(n_, [StepWork(flops[i][n_].device_fwd, int(up * act_bits[n_] / 8),
+                                                 flops[i][n_].server_fwd + flops[i][n_].server_bwd,
+                                                 int(dn * act_bits[n_] / 8), flops[i][n_].device_bwd)] * int(k[n_]),
+                                   adapter_down_bytes=0 if broadcast else adapter, adapter_up_bytes=adapter)
+                   for n_ in range(n)]
+        return RoundWork(devices, broadcast_adapter_bytes=adapter if broadcast else 0)
 
     memory = [float(analytical_device_bytes(shape, l).total) for l in cuts]
     names = [f"{i}:{d.name}" for i, d in enumerate(world.devices)]
     cut_problem = CutProblem(delay, accuracy, accuracy_min, cuts, memory, [d.memory_bytes for d in world.devices],
                              names, rho_range, levels)
-    return PlanProblem(cut_problem, demand, stages, names)
+    return PlanProblem(cut_problem, demand, stages, names, round_work, world, round_idx)
 
 
 def server_order(rule: str = "auto", seed: int = 0) -> Callable[[RoundDurations], list[int]]:

@@ -3,7 +3,9 @@
 `make_plan` chains the decisions in the paper's order: P1 (cut, rho, E) on the large timescale,
 then the bandwidth shares of one round (P2) for that configuration, then the order in which the
 server serves the devices. The problem is plain numbers and callables (`PlanProblem`);
-`splittune.planning.from_network` builds one from a `splittune.network` scenario.
+`splittune.planning.from_network` builds one from a `splittune.network` scenario, including the
+predicted round's `RoundWork`: the plan's makespans are the network clock's on that round, with
+the planned shares and order (the same simulation a run's rounds get).
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from rich.table import Table
 from torch import nn
 
 from splittune.network.bandwidth import BandwidthDemand
+from splittune.network.clock import simulate_round
+from splittune.network.scenario import World
+from splittune.network.trace import RoundWork
 from splittune.planning.bandwidth import make_allocator
 from splittune.planning.cut import CutDecision, CutProblem, solve_cut
 from splittune.planning.mincut import Split, min_cut, split_cost
 from splittune.planning.modelgraph import LinkCosts, block_cut, model_graph
-from splittune.planning.ordering import OrderProblem, johnson_is_optimal, makespan, schedule
+from splittune.planning.ordering import OrderProblem, johnson_is_optimal, schedule
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,26 @@ class PlanProblem:
     demand: Callable[[CutDecision], BandwidthDemand]  # the round's bandwidth demand at a configuration
     stages: Callable[[CutDecision, np.ndarray], OrderProblem]  # server-order problem given the shares
     device_names: Sequence[str]
+    work: Callable[[CutDecision], RoundWork]  # the predicted round, for the clock
+    world: World
+    round_idx: int = 0
+
+
+@dataclass(frozen=True)
+class GivenShares:
+    """An allocator that returns shares decided beforehand (the plan's, for the clock)."""
+
+    shares_hz: np.ndarray
+    name: str = "planned"
+
+    def allocate(self, demand: BandwidthDemand) -> np.ndarray:
+        return np.asarray(self.shares_hz, dtype=float)
+
+
+def clock_makespan(problem: PlanProblem, decision: CutDecision, shares: np.ndarray, order) -> float:
+    """The network clock's makespan of the predicted round at these shares and server order."""
+    return simulate_round(problem.world, problem.work(decision), problem.round_idx, GivenShares(shares),
+                          order).makespan_s
 
 
 @dataclass(frozen=True)
@@ -41,9 +66,9 @@ class Plan:
     delays_s: np.ndarray  # per device at those shares (eq. 18, server not shared)
     order_rule: str
     order: np.ndarray
-    makespan_s: float  # with the server serving devices one at a time in `order`
-    order_optimal: bool
-    baselines_s: dict  # makespan under the fifo and random orders
+    makespan_s: float  # the clock's, with the shared server serving batches in `order`
+    order_optimal: bool  # `order` is optimal for the job model (one job per device through the server)
+    baselines_s: dict  # the clock's makespan under the fifo and random orders
 
 
 def make_plan(problem: PlanProblem, cut_method: str = "lagrangian", allocator: str = "exact",
@@ -53,8 +78,10 @@ def make_plan(problem: PlanProblem, cut_method: str = "lagrangian", allocator: s
     shares = make_allocator(allocator, seed).allocate(demand)
     stages = problem.stages(decision, shares)
     order = schedule(stages, order_rule, seed)
-    baselines = {rule: makespan(stages, schedule(stages, rule, seed)) for rule in ("fifo", "random")}
-    return Plan(decision, allocator, shares, demand.delays(shares), order_rule, order, makespan(stages, order),
+    baselines = {"fifo": clock_makespan(problem, decision, shares, "fifo"),
+                 "random": clock_makespan(problem, decision, shares, list(schedule(stages, "random", seed)))}
+    return Plan(decision, allocator, shares, demand.delays(shares), order_rule, order,
+                clock_makespan(problem, decision, shares, [int(i) for i in order]),
                 johnson_is_optimal(stages) and order_rule == "auto", baselines)
 
 
@@ -75,7 +102,8 @@ def plan_report(problem: PlanProblem, cut_method: str = "lagrangian", allocator:
         table.add_row(name, f"{plan.shares_hz[n] / 1e6:.4f}", f"{plan.delays_s[n]:.4f}", str(rank[n]))
     console.print(table)
     optimal = "optimal" if plan.order_optimal else "heuristic"
-    console.print(f"max device delay {plan.delays_s.max():.4f} s; predicted makespan with a shared server "
+    console.print(f"P1's predicted round {d.delay_s:.4f} s at equal shares; max device delay {plan.delays_s.max():.4f} s "
+                  f"at these shares; the clock's makespan of the predicted round with the shared server "
                   f"{plan.makespan_s:.4f} s ({optimal} order; fifo {plan.baselines_s['fifo']:.4f} s, "
                   f"random {plan.baselines_s['random']:.4f} s)")
     return plan

@@ -10,12 +10,14 @@ from typer.testing import CliRunner
 
 from splittune.cli import app
 from splittune.codec import CodecConfig
+from splittune.data import load_data
 from splittune.experiments.config import ConfigError, RunConfig, dump_config, load_config
 from splittune.experiments.planning import codec_point, resolve_planning, run_problem
 from splittune.experiments.simulation import RoundSimulator, server_order
 from splittune.models.lora import LoraSettings
 from splittune.models.tiny import tiny_batch, tiny_model
 from splittune.network import PHASES, ScenarioConfig
+from splittune.planning.accuracy import AccuracyModel
 from splittune.planning.config import PlanningConfig
 from splittune.planning.cut import compression_ratio, solve_exhaustive
 from splittune.schemes import SFT, Setup
@@ -168,15 +170,15 @@ def test_dense_codecs_map_to_their_bits_in_the_planner(kind, bits):
 def test_cut_and_compression_auto_resolve_the_config():
     cfg = load_config(None, ["model.name=tiny-bert", "devices=4", "planning.cut=auto", "planning.compression=auto",
                              "codec.up=topk+sq+zstd"])
-    resolved, info = resolve_planning(cfg, num_labels=5)
+    resolved, info = resolve_planning(cfg)
     assert resolved.split.cut == info["cut"] and 1 <= info["cut"] <= 3
     assert resolved.codec.up.kind == "topk+sq+zstd"  # a tunable kind keeps its lossless stage
-    assert resolved.codec.down.kind == "topk+sq"  # a dense one becomes the planner's pipeline
-    assert resolved.codec.up.rho == resolved.codec.down.rho == info["rho"]
+    assert resolved.codec.down == cfg.codec.down  # planning.links=up (the shipped model's links) leaves it alone
+    assert resolved.codec.up.rho == info["rho"]
     assert resolved.codec.up.levels == info["levels"] in cfg.planning.levels
     assert info["accuracy"] >= cfg.planning.accuracy_min * (1 - 1e-6)
     # Alg. 2 against the exhaustive reference on the same problem
-    reference = solve_exhaustive(run_problem(cfg, 5, fixed_compression=False).cut)
+    reference = solve_exhaustive(run_problem(cfg, load_data(cfg.data), fixed_compression=False).cut)
     assert info["delay_s"] <= reference.delay_s * (1 + 1e-3)
     saved = yaml.safe_load(dump_config(resolved))
     assert (saved["split"]["cut"], saved["codec"]["up"]["rho"]) == (info["cut"], info["rho"])
@@ -184,10 +186,27 @@ def test_cut_and_compression_auto_resolve_the_config():
 
 def test_cut_auto_with_a_fixed_codec_keeps_the_codec():
     cfg = load_config(None, ["model.name=tiny-bert", "devices=4", "planning.cut=auto", "codec.up=fp16"])
-    resolved, info = resolve_planning(cfg, num_labels=5)
+    resolved, info = resolve_planning(cfg)
     assert resolved.codec == cfg.codec and "rho" not in info
-    problem = run_problem(cfg, 5, fixed_compression=True).cut
+    problem = run_problem(cfg, load_data(cfg.data), fixed_compression=True).cut
     delays = {l: float(problem.delay(l, *codec_point(cfg.codec.up))) for l in problem.feasible_cuts()}
     assert info["cut"] == min(delays, key=delays.get)
     with pytest.raises(ValueError, match="scheme=central"):
-        resolve_planning(load_config(None, ["scheme=central", "planning.cut=auto"]), num_labels=5)
+        resolve_planning(load_config(None, ["scheme=central", "planning.cut=auto"]))
+
+
+def test_an_uplink_model_refuses_a_run_that_also_compresses_the_downlink(tmp_path):
+    base = ["model.name=tiny-bert", "devices=4", "planning.compression=auto"]
+    with pytest.raises(ValueError, match=r"fitted with the up link compressed.*codec\.down=topk\+sq\(.*compresses up and down"):
+        resolve_planning(load_config(None, [*base, "codec.down=topk+sq"]))
+    with pytest.raises(ValueError, match="no accuracy model of the default task is shipped for the both link"):
+        resolve_planning(load_config(None, [*base, "planning.links=both"]))
+    # a model fitted for both links is accepted for both, and refused for the uplink alone
+    model = AccuracyModel.default("up")
+    both = AccuracyModel(model.coef, "test", model.target, model.points, ("up", "down"))
+    both.save(tmp_path / "both.json")
+    resolved, info = resolve_planning(load_config(None, [*base, "planning.links=both",
+                                                         f"planning.accuracy_model={tmp_path / 'both.json'}"]))
+    assert resolved.codec.up.rho == resolved.codec.down.rho == info["rho"]
+    with pytest.raises(ValueError, match="fitted with the up and down links compressed.*compresses up"):
+        resolve_planning(load_config(None, [*base, f"planning.accuracy_model={tmp_path / 'both.json'}"]))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from splittune.planning.accuracy import TERMS, AccuracyModel
+from splittune.planning.accuracy import POWERS, TERMS, AccuracyModel
 
 
 def test_fit_recovers_a_cubic_and_round_trips(tmp_path):
@@ -46,3 +46,30 @@ def test_restrict_keeps_the_search_inside_the_fit_data():
     with pytest.raises(ValueError, match="planning.rho_min"):
         model.restrict((0.01, 1.0), [2])
     assert AccuracyModel(model.coef).restrict((0.01, 1.0), [2]) == ((0.01, 1.0), (2,))  # no points: no limits
+
+
+def test_monotone_fit_of_one_seeds_noise_is_monotone_where_least_squares_is_not():
+    model = AccuracyModel.default("up")  # 12 single-seed points: A(0.1, 16) < A(0.1, 8) in the data
+    pts = [model.points[k] for k in ("rho", "levels", "acc")]
+    terms = [t for t, (i, j) in enumerate(POWERS) if j < 3]
+    free, mono = (AccuracyModel.fit(*pts, terms=terms, monotone=m) for m in (False, True))
+    assert not free.is_monotone() and mono.is_monotone() and model.is_monotone()
+    assert mono.mse() == pytest.approx(model.mse()) and mono.mse() > free.mse()
+    assert free(0.1, 16) < free(0.1, 8) and mono(0.1, 16) >= mono(0.1, 8)
+    assert model.links == ("up",) and "constrained" in model.method
+
+
+def test_links_are_recorded_and_checked(tmp_path):
+    model = AccuracyModel(np.r_[0.9, np.zeros(len(TERMS) - 1)], links=["down", "up"])
+    model.save(tmp_path / "m.json")
+    again = AccuracyModel.load(tmp_path / "m.json")
+    assert again.links == ("up", "down") and again.direction == "both"
+    again.check_links(["down", "up"], "x")
+    with pytest.raises(ValueError, match="fitted with the up and down links compressed.*but codec.up compresses up"):
+        again.check_links(["up"], "codec.up")
+    with pytest.raises(ValueError, match="links that it does not record"):
+        AccuracyModel(again.coef).check_links(["up"], "x")
+    with pytest.raises(ValueError, match="links must be one of"):
+        AccuracyModel(again.coef, links=["sideways"])
+    with pytest.raises(ValueError, match="sweep codec --direction down"):
+        AccuracyModel.default("down")
