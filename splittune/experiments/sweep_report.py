@@ -66,12 +66,14 @@ def rich_table(rows: list[dict], title: str, width: int | None = None) -> Table:
     when even that is too wide for `width` the optional columns are dropped (sweep.md keeps them)."""
     cells = [table_cells(r) for r in rows]
     widths = {h: max([len(c[i]) for c in cells] + [len(w) for w in h.split()]) for i, h in enumerate(HEADERS)}
-    shown = list(HEADERS)
+    seeds = sorted({r.get("seed") for r in rows}, key=str)
+    shown = list(HEADERS) if len(seeds) > 1 else HEADERS[1:]  # one seed: said in the title
+    title += "" if len(seeds) > 1 else f", seed {seeds[0]}"
     for h in _OPTIONAL:
         if width is None or sum(widths[s] + 2 for s in shown) <= width:
             break
         shown.remove(h)
-    dropped = [h for h in HEADERS if h not in shown]
+    dropped = [h for h in HEADERS[1:] if h not in shown]
     table = Table(title=title, caption=f"{', '.join(dropped)}: in sweep.md" if dropped else None,
                   box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     for h in shown:

@@ -103,8 +103,8 @@ def plan_report(problem: PlanProblem, cut_method: str = "lagrangian", allocator:
     console.print(table)
     optimal = "optimal" if plan.order_optimal else "heuristic"
     console.print(f"P1's predicted round {d.delay_s:.4f} s at equal shares; max device delay {plan.delays_s.max():.4f} s "
-                  f"at these shares; the clock's makespan of the predicted round with the shared server "
-                  f"{plan.makespan_s:.4f} s ({optimal} order; fifo {plan.baselines_s['fifo']:.4f} s, "
+                  f"at these shares; predicted makespan with a shared server {plan.makespan_s:.4f} s (the clock on "
+                  f"the predicted round; {optimal} order; fifo {plan.baselines_s['fifo']:.4f} s, "
                   f"random {plan.baselines_s['random']:.4f} s)")
     return plan
 

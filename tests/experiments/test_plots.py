@@ -7,7 +7,7 @@ from rich.console import Console
 from splittune.data.dataset import ClassificationData
 from splittune.data.stats import partition_table
 from splittune.experiments.report import plot_training
-from splittune.experiments.sweep import HEADERS, rich_table, table_cells
+from splittune.experiments.sweep_report import HEADERS, rich_table, table_cells
 from splittune.network.gantt import PHASE_NAMES
 
 PNG, PDF = b"\x89PNG", b"%PDF"
@@ -37,7 +37,7 @@ def test_every_phase_is_spelled_out():
 
 
 def _sweep_rows():
-    row = dict(codec="topk+sq+ans", rho=0.25, levels=16, lossless="ans", final_accuracy=0.77512, best_accuracy=0.78123,
+    row = dict(seed=0, codec="topk+sq+ans", rho=0.25, levels=16, lossless="ans", final_accuracy=0.77512, best_accuracy=0.78123,
                tail_accuracy=0.77121, delta_accuracy=-0.01234, compression_up=123.4, compression_down=12.1,
                bytes_total=434.4 * 2**20)
     return [dict(row, codec="none", rho=None, levels=None, lossless="off", compression_down=1.0), row]

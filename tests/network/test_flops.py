@@ -3,7 +3,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import BertConfig, BertModel, GPT2Config, GPT2Model
 
-from splittune.network.flops import block_forward_flops, count_flops, count_forward_backward, paper_flops
+from splittune.network.flops import block_forward_flops, count_flops, count_forward_backward, lora_flops, paper_flops
 from splittune.network.shape import TransformerShape
 
 B, N, D, H, R = 3, 16, 64, 4, 4
@@ -76,3 +76,19 @@ def test_count_flops_on_meta():
     a = torch.empty(8, 32, device="meta")
     b = torch.empty(32, 4, device="meta")
     assert count_flops(lambda: a @ b) == 2 * 8 * 32 * 4
+
+
+@pytest.mark.parametrize("mlp", [4 * D, 2 * D])
+def test_lora_flops_match_what_runs_with_lora_on_every_linear(mlp):
+    """The planner's FLOPs (lora_flops) against FlopCounterMode on a LoRA'd BERT stage: the forward
+    exactly (plus the pooler, which the planner puts on the server), the backward to within the
+    first block's skipped input-gradient work (an upper bound by at most 15%)."""
+    cfg = BertConfig(num_hidden_layers=2, hidden_size=D, num_attention_heads=H, intermediate_size=mlp, vocab_size=50)
+    targets = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
+    model = get_peft_model(BertModel(cfg), LoraConfig(r=R, target_modules=targets))
+    c = count_forward_backward(lambda: model(input_ids=_ids()).last_hidden_state.sum())
+    shape = TransformerShape(B, N, D, H, lora_rank=R, n_blocks=2, intermediate=mlp)
+    planned = lora_flops(shape, device_blocks=2)
+    assert c.forward == planned.device_fwd + 2 * B * D * D  # + pooler
+    assert 0.85 * planned.device_bwd < c.backward <= planned.device_bwd
+    assert shape.lora_params_per_block * 2 == sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
