@@ -310,13 +310,14 @@ class AdapterServer:
 
 
 def max_positions(config) -> int | None:
-    """The most tokens a model of this config reads: its position table, or a ViT's patches + [CLS]."""
+    """The most tokens a model of this config reads: its position table, or a ViT's patches + [CLS]
+    (+ DeiT's distillation token)."""
     n = getattr(config, "max_position_embeddings", None)
     if isinstance(n, int) and n > 0:
         return n
     image, patch = getattr(config, "image_size", None), getattr(config, "patch_size", None)
     if isinstance(image, int) and isinstance(patch, int) and patch > 0:
-        return (image // patch) ** 2 + 1
+        return (image // patch) ** 2 + (2 if getattr(config, "model_type", None) == "deit" else 1)
     return None
 
 

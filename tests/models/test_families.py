@@ -130,6 +130,15 @@ def test_split_equals_unsplit_at_every_cut(family, task):
             assert sum(map(len, owned)) == len(trainable)
 
 
+@pytest.mark.parametrize("family", list(IMAGE))
+def test_the_server_admits_as_many_image_tokens_as_cross(family):
+    from splittune.runtime.server import max_positions
+
+    model = lora_model(family, "classification")
+    acts = split_model(model, [1])[0](batch_for(model, family, "classification"))
+    assert acts.hidden.shape[1] == max_positions(model.config)
+
+
 @pytest.mark.parametrize("family", DECODERS)
 def test_decoder_classifiers_pool_where_transformers_does(family):
     """The two rows where the rightmost non-pad id is not the last attended token pool as unsplit."""
