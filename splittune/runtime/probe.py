@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -47,7 +47,7 @@ def step_costs(model: nn.Module, lora: LoraSettings, batch: dict[str, torch.Tens
         acts: list[Activations] = []
         fwd = count_flops(lambda: acts.append(device(batch)))
         hidden = acts[0].hidden.detach().requires_grad_()
-        srv = count_flops(lambda: server(Activations(hidden, acts[0].attention_mask, acts[0].labels)).loss.backward())
+        srv = count_flops(lambda: server(replace(acts[0], hidden=hidden)).loss.backward())
         bwd = count_flops(lambda: acts[0].hidden.backward(hidden.grad))
         peft.zero_grad(set_to_none=True)
         adapter = len(encode_state_dict(copy_slots(adapter_slots(device, "default"))))
