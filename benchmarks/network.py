@@ -5,8 +5,9 @@
    the server stage (forward + backward incl. head and loss), beside Phi_c^F, Phi_c^B, Phi_s^F + Phi_s^B.
 2. One round of the "sft-paper" scenario (8 devices, f ~ U(0.5, 1.5) GHz, 5 MHz, 17 dB) with the
    counted FLOPs and uncompressed fp32 activations/gradients (B N D x 4 bytes) per step, 1 step:
-   shared server (FIFO) vs one server copy per device; then 5 rounds of the "dynamic" preset
-   (path loss + Rayleigh fading).
+   shared server (FIFO) vs one server copy per device; then 20 rounds of the "dynamic" preset
+   (path loss + Rayleigh fading, outage below -5 dB) with the outage slots and the max/median round,
+   beside the same rounds without the outage model (the Shannon rate at any SNR).
 3. Wall time of `simulate_round` per round for growing fleets (median of repeats).
 
     .venv/bin/python benchmarks/network.py [--reps 5]
@@ -27,7 +28,7 @@ from splittune.network.clock import PHASES, simulate_round
 from splittune.network.flops import count_forward_backward, paper_flops
 from splittune.network.scenario import ScenarioConfig
 from splittune.network.shape import TransformerShape
-from splittune.network.trace import DeviceRoundWork, StepWork
+from splittune.network.trace import DeviceRoundWork, RoundWork, StepWork
 
 BATCH, CUT, RANK = 64, 5, 16
 
@@ -64,11 +65,12 @@ def vit_flops() -> tuple[dict[str, float], dict[str, float]]:
     return counted, paper
 
 
-def round_works(n: int, counted: dict[str, float], steps: int = 1) -> list[DeviceRoundWork]:
+def round_works(n: int, counted: dict[str, float], steps: int = 1, server: str = "shared") -> RoundWork:
     act_bytes = BATCH * 197 * 768 * 4
     lora_bytes = CUT * 2 * 2 * 768 * RANK * 4
     step = StepWork(counted["device fwd"], act_bytes, counted["server fwd+bwd"], act_bytes, counted["device bwd"])
-    return [DeviceRoundWork(d, [step] * steps, adapter_down_bytes=lora_bytes, adapter_up_bytes=lora_bytes) for d in range(n)]
+    return RoundWork([DeviceRoundWork(d, [step] * steps, adapter_down_bytes=lora_bytes, adapter_up_bytes=lora_bytes)
+                      for d in range(n)], server=server)
 
 
 def main() -> None:
@@ -91,7 +93,7 @@ def main() -> None:
     for c in ("server", "makespan", "critical", *PHASES, "wait", "E dev (J)", "E srv (J)"):
         t.add_column(c, justify="right")
     for mode in ("shared", "per_device"):
-        tl = simulate_round(world, works, 0, server_mode=mode)
+        tl = simulate_round(world, round_works(8, counted, server=mode), 0)
         t.add_row(
             mode, f"{tl.makespan_s:.3f}", str(tl.critical_device), *(f"{tl.phase_s[p]:.3f}" for p in PHASES),
             f"{tl.wait_s:.4f}", f"{tl.energy_j['device']:.1f}", f"{tl.energy_j['server']:.1f}",
@@ -100,16 +102,24 @@ def main() -> None:
     console.print("device clocks (GHz):", " ".join(f"{d.f_hz / 1e9:.2f}" for d in world.devices))
 
     dyn = ScenarioConfig.preset("dynamic").build(8)
-    t = Table(title="'dynamic' preset: 5 rounds, equal bandwidth, shared FIFO server")
-    for c in ("round", "makespan (s)", "critical", "its IT (s)", "its GT (s)", "its UL / DL SNR (dB)", "min/max UL SNR"):
+    shannon = ScenarioConfig.preset("dynamic", channel={"outage_snr_db": None}).build(8)
+    t = Table(title="'dynamic' preset: 20 rounds, equal bandwidth, shared FIFO server")
+    for c in ("round", "makespan (s)", "critical", "its IT (s)", "its GT (s)", "its UL / DL SNR (dB)", "min/max UL SNR",
+              "outage slots", "wait (s)", "no outage model (s)"):
         t.add_column(c, justify="right")
-    for r in range(5):
-        tl = simulate_round(dyn, works, r)
+    spans, plain = [], []
+    for r in range(20):
+        tl, raw = simulate_round(dyn, works, r), simulate_round(shannon, works, r)
+        spans.append(tl.makespan_s)
+        plain.append(raw.makespan_s)
         state, c = dyn.channel.state(r), tl.critical_device
         ul, dl = (10 * torch.log10(torch.as_tensor(x)) for x in (state.uplink_snr, state.downlink_snr))
         t.add_row(str(r), f"{tl.makespan_s:.3f}", str(c), f"{tl.phase_s['IT']:.3f}", f"{tl.phase_s['GT']:.3f}",
-                  f"{ul[c]:.1f} / {dl[c]:.1f}", f"{ul.min():.1f} / {ul.max():.1f}")
+                  f"{ul[c]:.1f} / {dl[c]:.1f}", f"{ul.min():.1f} / {ul.max():.1f}", str(sum(tl.outage_slots.values())),
+                  f"{tl.wait_s:.3f}", f"{raw.makespan_s:.1f}")
     console.print(t)
+    console.print(f"max / median round: {max(spans) / statistics.median(spans):.2f} with outages (limit 10), "
+                  f"{max(plain) / statistics.median(plain):.1f} without the outage model")
 
     t = Table(title=f"simulate_round wall time (median of {args.reps})")
     for c in ("devices", "steps", "ms / round"):

@@ -129,6 +129,17 @@ def run_problem(cfg, data, fixed_compression: bool, round_idx: int | None = None
                         rho_range=(p.rho_min, p.rho_max), **fixed, **common)
 
 
+def predicted_round(cfg, data):
+    """Round 0 as a base station expects it before anything ran: the configured cut and codecs on the
+    predicted workload (`from_network`'s sft round: parallel devices, one shared server). None when
+    the decisions cannot depend on it (equal shares and fifo order) or there is no cut (central)."""
+    if cfg.scheme == "central" or (cfg.planning.bandwidth, cfg.planning.order) == ("equal", "fifo"):
+        return None
+    rho, levels = codec_point(cfg.codec.up)
+    return run_problem(cfg, data, fixed_compression=True).work(
+        CutDecision(cfg.split.cut, rho, levels, 0.0, 1.0, "configured"))
+
+
 def solve_p1(cfg, problem: PlanProblem) -> CutDecision:
     """P1 under `cfg.planning`: a fixed cut restricts the candidates, a fixed codec the (rho, E) grid."""
     p = cfg.planning

@@ -23,7 +23,7 @@ from splittune.experiments.card_plan import resolve_card
 from splittune.experiments.config import RunConfig, dump_config
 from splittune.experiments.cut_plans import resolve_cuts
 from splittune.experiments.mincut_plan import resolve_mincut
-from splittune.experiments.planning import resolve_planning
+from splittune.experiments.planning import predicted_round, resolve_planning
 from splittune.experiments.report import summary_table, write_report
 from splittune.experiments.simulation import RoundSimulator
 from splittune.experiments.tracking import Trackers
@@ -132,7 +132,7 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
     scheme = SCHEMES[cfg.scheme](setup)
     prompts = held_out_prompts(data, GENERATIONS, tokenizer) if cfg.task == "causal_lm" else []
     generations = {"prompts": prompts, "before": _generate(scheme, data, tokenizer, prompts)} if prompts else None
-    simulator = RoundSimulator.from_config(cfg)
+    simulator = RoundSimulator.from_config(cfg, predicted_round(cfg, data))
     initial = scheme.evaluate() if cfg.task == "causal_lm" else None  # before any training
     records = []
     trackers = Trackers(cfg.logging, out, cfg.model_dump(mode="json"))

@@ -3,18 +3,28 @@
 `RoundSimulator` is built once per run from `cfg.scenario` (one device profile and channel per
 device) and `cfg.planning`. After each round it replays the scheme's `RoundWork` (the real
 encoded byte sizes and counted FLOPs, and the round's shape: parallel or sequential devices, a
-shared, per-device or no server) with `network.clock.simulate_round`, the bandwidth shares
-re-solved by the configured allocator against that round's channel state and the shared server
-following the configured order, and returns the fields a `metrics.jsonl` record gains.
+shared, per-device or no server) with `network.clock.simulate_round`, and returns the fields a
+`metrics.jsonl` record gains.
+
+No look-ahead: a base station decides the bandwidth shares and the server order BEFORE the
+round, knowing the round's channel state but not its messages. So both are solved (by the
+configured allocator and order rule) on the round it expects: the previous round's work without
+its one-off model distribution, or on round 0 the prediction from the codec and the model
+(`experiments.planning.predicted_round`); with neither (or a different round shape), equal shares
+and fifo. The realised work is then replayed with those shares and that order (`round_sim_s`);
+the clairvoyant allocation, solved on the realised work itself, is recorded beside it as
+`oracle_round_sim_s`: the price of not knowing.
 Schemes that record no work (`central`) get no simulated fields at all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
+from splittune.network.bandwidth import EqualAllocator, FixedShares
 from splittune.network.clock import PHASES, RoundDurations, RoundTimeline, simulate_round
 from splittune.network.trace import RoundWork
 from splittune.planning.bandwidth import make_allocator
@@ -51,31 +61,53 @@ def server_order(rule: str, seed: int):
 class RoundSimulator:
     """Simulated time, energy and timelines of a run's rounds (see module docstring)."""
 
-    def __init__(self, world, planning: PlanningConfig, seed: int = 0) -> None:
+    def __init__(self, world, planning: PlanningConfig, seed: int = 0, prediction: RoundWork | None = None) -> None:
         self.world = world
         self.planning = planning
         self.seed = seed
+        self.expected = prediction  # the round the base station expects next
         self.allocator = make_allocator(planning.bandwidth, seed)
         self.sim_time_s = 0.0
         self.energy_j = {"device": 0.0, "server": 0.0}
         self.last: RoundTimeline | None = None
 
     @classmethod
-    def from_config(cls, cfg) -> RoundSimulator:
-        return cls(cfg.scenario.build(cfg.devices), cfg.planning, cfg.seed)
+    def from_config(cls, cfg, prediction: RoundWork | None = None) -> RoundSimulator:
+        return cls(cfg.scenario.build(cfg.devices), cfg.planning, cfg.seed, prediction)
 
-    def simulate(self, work: RoundWork, round_idx: int) -> RoundTimeline:
+    def _decisions(self, work: RoundWork, round_idx: int, order, server_f_hz):
+        """(allocator, order) decided on the expected round, before `work` happens (module docstring)."""
+        plan = self.expected
+        same = plan is not None and sorted(w.device for w in plan.devices) == sorted(w.device for w in work.devices) \
+            and (plan.schedule, plan.server, plan.band, plan.groups) == (work.schedule, work.server, work.band, work.groups)
+        if not same:
+            return EqualAllocator(), "fifo"
+        planned = simulate_round(self.world, plan, round_idx, self.allocator, order, server_f_hz)
+        shares = [planned.bandwidth_hz[g[0]] for g in work.lane_groups()]
+        return FixedShares(shares, f"{self.planning.bandwidth} (expected round)"), (
+            order(planned.durations) if callable(order) else order)
+
+    def simulate_both(self, work: RoundWork, round_idx: int) -> tuple[RoundTimeline, RoundTimeline]:
+        """(the round as decided without look-ahead, the round under the clairvoyant decisions)."""
         # A fresh order seed per round, so `random` draws a new permutation every round.
         order = server_order(self.planning.order, self.seed + round_idx)
         ghz = self.planning.server_f_ghz  # CARD's server clock per device, if any
         server_f_hz = None if ghz is None else {d: g * 1e9 for d, g in enumerate(ghz)}
-        return simulate_round(self.world, work, round_idx, self.allocator, order, server_f_hz)
+        allocator, decided = self._decisions(work, round_idx, order, server_f_hz)
+        realised = simulate_round(self.world, work, round_idx, allocator, decided, server_f_hz)
+        oracle = simulate_round(self.world, work, round_idx, self.allocator, order, server_f_hz)
+        self.expected = dataclasses.replace(work, broadcast_model_bytes=0, devices=[
+            dataclasses.replace(w, model_down_bytes=0) for w in work.devices])
+        return realised, oracle
+
+    def simulate(self, work: RoundWork, round_idx: int) -> RoundTimeline:
+        return self.simulate_both(work, round_idx)[0]
 
     def record(self, work: RoundWork | None, round_idx: int) -> dict:
         """The simulated fields of round `round_idx`'s metrics record ({} when nothing was recorded)."""
         if work is None:
             return {}
-        timeline = self.simulate(work, round_idx)
+        timeline, oracle = self.simulate_both(work, round_idx)
         self.last = timeline
         self.sim_time_s += timeline.makespan_s
         for side, joules in timeline.energy_j.items():
@@ -83,10 +115,12 @@ class RoundSimulator:
         return {
             "sim_time_s": self.sim_time_s,
             "round_sim_s": timeline.makespan_s,
+            "oracle_round_sim_s": oracle.makespan_s,
             "phase_s": {p: timeline.phase_s[p] for p in PHASES},
             "schedule": timeline.schedule,
             "server_mode": timeline.server_mode,
             "wait_s": timeline.wait_s,
+            "outage_slots": sum(timeline.outage_slots.values()),
             "energy_j": dict(timeline.energy_j),
             "bytes_per_device": [{"device": w.device, "up": w.bytes_up, "down": w.bytes_down} for w in work.devices],
             "bytes_broadcast": work.broadcast_bytes,

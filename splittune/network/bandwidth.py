@@ -62,3 +62,14 @@ class EqualAllocator:
     def allocate(self, demand: BandwidthDemand) -> np.ndarray:
         n = len(demand.fixed_s)
         return np.full(n, min(demand.total_hz / n, demand.cap_hz))
+
+
+class FixedShares:
+    """Shares decided beforehand (by a plan, or on the round the base station expected), returned as given."""
+
+    def __init__(self, shares_hz, name: str = "fixed") -> None:
+        self.shares_hz = np.asarray(shares_hz, dtype=float)
+        self.name = name
+
+    def allocate(self, demand: BandwidthDemand) -> np.ndarray:
+        return self.shares_hz.copy()

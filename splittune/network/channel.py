@@ -14,6 +14,14 @@ SNR model, per device n and round t (linear):
   depend on which rounds were asked for before. Without it g = 1.
 SNRs are configured in dB and must lie in [-20, 40] dB: a value like 50 is almost surely a linear
 SNR typed as dB (17 dB = 50.1 linear) and is rejected.
+
+Outage (optional, `outage_snr_db`): a fading link below that SNR carries nothing, as a real link
+whose lowest modulation-and-coding scheme no longer decodes. It WAITS for the next coherence block:
+every `coherence_s` seconds the fading redraws (seeded per round, device and link) until the SNR
+clears the threshold, and the link then runs at the redrawn SNR for the rest of the round (the
+round's block-fading approximation). `outage_state` returns those SNRs and the slots each link
+waited; the clock holds the link's first transfer for slots x coherence_s. Without it the clock
+transmits at the Shannon rate of any SNR, so one -22 dB fade can stretch a round a hundredfold.
 """
 
 from __future__ import annotations
@@ -74,6 +82,10 @@ class ChannelConfig(BaseModel):
     downlink_snr_db: float | list[float] | None = Field(default=None, description="None: same as snr_db")
     path_loss: PathLossConfig | None = None
     fading: Literal["none", "rayleigh"] = "none"
+    outage_snr_db: float | None = Field(
+        default=None, ge=-20, le=40, description="below this SNR a link is in outage and waits for the fading to "
+        "redraw (needs fading=rayleigh); None: no outage")
+    coherence_s: float = Field(default=0.01, gt=0, description="coherence time: how often an outage link's fading redraws")
 
     @field_validator("snr_db")
     @classmethod
@@ -84,6 +96,13 @@ class ChannelConfig(BaseModel):
     @classmethod
     def _dl_snr(cls, v: float | list[float] | None) -> float | list[float] | None:
         return _check_snr_db("downlink_snr_db", v)
+
+    @model_validator(mode="after")
+    def _outage_needs_fading(self) -> ChannelConfig:
+        if self.outage_snr_db is not None and self.fading == "none":
+            raise ValueError("channel.outage_snr_db needs channel.fading=rayleigh: a constant channel below the "
+                             "threshold would never leave its outage")
+        return self
 
     def build(self, n_devices: int, seed: int = 0) -> Channel:
         return Channel(self, n_devices, seed)
@@ -141,3 +160,27 @@ class Channel:
             return ChannelState(self.mean_uplink_snr.copy(), self.mean_downlink_snr.copy())
         g = np.random.default_rng([self.seed, 1, round_idx]).exponential(1.0, size=(2, self.n_devices))
         return ChannelState(self.mean_uplink_snr * g[0], self.mean_downlink_snr * g[1])
+
+    @property
+    def outage_snr(self) -> float | None:
+        return None if self.config.outage_snr_db is None else float(db_to_linear(self.config.outage_snr_db))
+
+    def outage_state(self, round_idx: int, max_slots: int = 100_000) -> tuple[ChannelState, np.ndarray]:
+        """(the SNRs each link transmits at after any outage, the coherence slots it waited: (2, N), uplink
+        then downlink). A link at or above the threshold waits 0 slots and keeps its SNR."""
+        state = self.state(round_idx)
+        snr = np.stack([state.uplink_snr, state.downlink_snr])
+        slots = np.zeros(snr.shape, dtype=int)
+        if self.outage_snr is None:
+            return state, slots
+        mean = np.stack([self.mean_uplink_snr, self.mean_downlink_snr])
+        for link, n in zip(*np.nonzero(snr < self.outage_snr)):
+            rng = np.random.default_rng([self.seed, 3, round_idx, int(link), int(n)])
+            while snr[link, n] < self.outage_snr:
+                slots[link, n] += 1
+                if slots[link, n] > max_slots:
+                    raise ValueError(f"device {n}'s {('uplink', 'downlink')[link]} stays below channel.outage_snr_db="
+                                     f"{self.config.outage_snr_db} dB for {max_slots} coherence slots: its mean SNR is "
+                                     f"{10 * np.log10(mean[link, n]):.1f} dB")
+                snr[link, n] = mean[link, n] * rng.exponential(1.0)
+        return ChannelState(snr[0], snr[1]), slots

@@ -40,7 +40,10 @@ round's makespan is eq. 19 (max over devices). In parallel rounds the bandwidth 
 fixed for the round and come from a `BandwidthAllocator` given a `BandwidthDemand`
 (b_max = channel.max_share_hz): fixed_s = broadcast + all CC, DU and SC times (queueing ignored),
 load_hz_s = unicast uplink and downlink bits / log2(1 + SNR).
-The channel state (SNRs) is the one of `round_idx` (block fading: constant within a round).
+The channel state (SNRs) is the one of `round_idx` (block fading: constant within a round). With
+`channel.outage_snr_db`, a link below it waits whole coherence slots for its fading to redraw
+(`Channel.outage_state`) before its first transfer, the downlink before ED, the uplink before the
+first IT, and then runs at the redrawn SNR; the wait is in `wait_s`, the slots in `outage_slots`.
 Energy (see `energy`): devices pay compute and uplink airtime, the server its compute and downlink
 airtime; a broadcast is one transmission, paid once for as long as its slowest receiver needs
 (once per cell with cells of their own). The cloud pays its compute ("cloud"); wired
@@ -107,6 +110,7 @@ class RoundTimeline:
     broadcast_s: dict[int, float] = field(default_factory=dict)  # each device's share of ED that was broadcast
     server_order: list[int] = field(default_factory=list)  # devices in the order the server served batches
     groups: list[list[int]] = field(default_factory=list)  # the devices by group, in turn order
+    outage_slots: dict[int, int] = field(default_factory=dict)  # coherence slots each device's links waited
 
     @property
     def makespan_s(self) -> float:
@@ -231,9 +235,16 @@ def simulate_round(
     allocator = allocator or EqualAllocator()
     n = len(devices)
     lanes, lane_of = _lanes(work, devices)
-    state = world.channel.state(round_idx)
+    # Outage (channel.outage_snr_db): a link below the threshold waits whole coherence slots for a
+    # redraw, then runs at the redrawn SNR; the shares are decided on what the base station knows
+    # at the round's start, an outage link counted at the threshold.
+    state, slots = world.channel.outage_state(round_idx)
     se_ul = np.log2(1.0 + state.uplink_snr[devices])
     se_dl = np.log2(1.0 + state.downlink_snr[devices])
+    known, floor = world.channel.state(round_idx), world.channel.outage_snr or 0.0
+    plan_ul = np.log2(1.0 + np.maximum(known.uplink_snr[devices], floor))
+    plan_dl = np.log2(1.0 + np.maximum(known.downlink_snr[devices], floor))
+    wait_ul, wait_dl = (slots[k][devices] * world.channel.config.coherence_s for k in (0, 1))
     broadcast_bps = shannon_rate_bps(world.channel.bandwidth_hz, state.downlink_snr[devices])
     srv = world.server
     server_hz = [srv.f_hz if server_f_hz is None else float(server_f_hz[d]) for d in devices]
@@ -256,7 +267,7 @@ def simulate_round(
     bits_ul = 8.0 * np.array([sum(s.up_bytes for s in w.steps) + w.adapter_up_bytes for w in works])
     bits_dl = 8.0 * np.array([sum(s.down_bytes for s in w.steps) + u for w, u in zip(works, unicast_down)])
     fixed_s = bcast + np.array([c.sum() + u.sum() + s.sum() for c, u, s in zip(cc, du, sc)])
-    shares = _shares(world, work, allocator, fixed_s, bits_ul / se_ul + bits_dl / se_dl, lanes, lane_of)
+    shares = _shares(world, work, allocator, fixed_s, bits_ul / plan_ul + bits_dl / plan_dl, lanes, lane_of)
     ul_bps, dl_bps = shares * se_ul, shares * se_dl
     unicast_ed = np.array([_air_s(u, r) for u, r in zip(unicast_down, dl_bps)])
     hop = [[s.relay for s in w.steps] for w in works]
@@ -315,12 +326,16 @@ def simulate_round(
             yield from phase(dev, "WD", head_s[lane_of[i]])
         elif head_s[lane_of[i]] > 0:  # the edge's own downloads, before its cell's broadcast
             yield env.timeout(head_s[lane_of[i]])
+        if wait_dl[i] > 0:  # in outage: nothing decodes until the fading redraws (counted in wait_s)
+            yield env.timeout(float(wait_dl[i]))
         yield from phase(dev, "ED", bcast[i])
         if not first:
             yield turn_done[lane[lane.index(i) - 1]]
         yield from phase(dev, "ED", unicast_ed[i])
         for k, step in enumerate(works[i].steps):
             yield from phase(dev, "CC", durations.cc_s[i][k])
+            if k == 0 and wait_ul[i] > 0:
+                yield env.timeout(float(wait_ul[i]))
             yield from phase(dev, "IT", durations.it_s[i][k])
             if step.relay is None:
                 yield from at_server(dev, durations.sc_s[i][k])
@@ -368,4 +383,5 @@ def simulate_round(
         broadcast_s=dict(zip(devices, bcast.tolist())),
         server_order=served,
         groups=[[devices[i] for i in lane] for lane in lanes],
+        outage_slots={d: int(slots[0][d] + slots[1][d]) for d in devices},
     )

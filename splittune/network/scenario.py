@@ -5,7 +5,9 @@ edge server and a constant 5 MHz / 17 dB channel. Named presets:
 - "sft-paper": §VIII-A of the SFT paper: device clocks drawn from U(0.5, 1.5) GHz (seeded),
   5 MHz, 17 dB, constant channel, server 40 GHz x 2048 cores x 4 FLOPs/cycle;
 - "dynamic": "sft-paper" plus path loss (devices at 20-200 m, 17 dB at 100 m, exponent 3) and
-  Rayleigh block fading per round, the "channel dynamics" of the small timescale.
+  Rayleigh block fading per round, the "channel dynamics" of the small timescale; below -5 dB (about
+  where the lowest LTE modulation-and-coding scheme stops decoding) a link is in outage and waits
+  10 ms coherence slots for the fading to redraw.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class CloudConfig(BaseModel):
 
 _PRESETS: dict[str, dict[str, Any]] = {
     "sft-paper": {"fleet": {"f_range_ghz": (0.5, 1.5)}},
-    "dynamic": {"fleet": {"f_range_ghz": (0.5, 1.5)}, "channel": {"path_loss": {}, "fading": "rayleigh"}},
+    "dynamic": {"fleet": {"f_range_ghz": (0.5, 1.5)},
+                "channel": {"path_loss": {}, "fading": "rayleigh", "outage_snr_db": -5.0}},
 }
 
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from splittune.network.bandwidth import BandwidthDemand
+from splittune.network.bandwidth import BandwidthDemand, FixedShares
 from splittune.network.clock import simulate_round
 from splittune.network.scenario import World
 from splittune.network.trace import RoundWork
@@ -41,20 +41,9 @@ class PlanProblem:
     round_idx: int = 0
 
 
-@dataclass(frozen=True)
-class GivenShares:
-    """An allocator that returns shares decided beforehand (the plan's, for the clock)."""
-
-    shares_hz: np.ndarray
-    name: str = "planned"
-
-    def allocate(self, demand: BandwidthDemand) -> np.ndarray:
-        return np.asarray(self.shares_hz, dtype=float)
-
-
 def clock_makespan(problem: PlanProblem, decision: CutDecision, shares: np.ndarray, order) -> float:
     """The network clock's makespan of the predicted round at these shares and server order."""
-    return simulate_round(problem.world, problem.work(decision), problem.round_idx, GivenShares(shares),
+    return simulate_round(problem.world, problem.work(decision), problem.round_idx, FixedShares(shares, "planned"),
                           order).makespan_s
 
 
