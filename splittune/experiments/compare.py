@@ -232,7 +232,10 @@ def run_metrics(summary: dict, records: list[dict], targets: dict[str, float | N
         "compression_up": summary.get("compression_up"), "compression_up_codec": summary.get("compression_up_codec"),
         "device_peak_mem_bytes": summary.get("device_peak_mem_bytes"),
         "server_peak_mem_bytes": summary.get("server_peak_mem_bytes"),
+        "edge_peak_mem_bytes": summary.get("edge_peak_mem_bytes"),
+        "cloud_peak_mem_bytes": summary.get("cloud_peak_mem_bytes"),
         "energy_device_j": energy.get("device"), "energy_server_j": energy.get("server"),
+        "energy_cloud_j": energy.get("cloud"),
         "wall_s": summary["wall_s"],
     })
     return m
@@ -284,9 +287,12 @@ COMM = [("bytes up", "bytes_up_total", "B"), ("bytes down", "bytes_down_total", 
         ("activations up", "bytes_activations_up", "B"), ("gradients down", "bytes_gradients_down", "B"),
         ("adapters up", "bytes_adapters_up", "B"), ("adapters down", "bytes_adapters_down", "B"),
         ("model distribution", "bytes_model_down", "B"), ("control¹", "bytes_control", "B"),
+        ("backhaul up", "bytes_backhaul_up", "B"), ("backhaul down", "bytes_backhaul_down", "B"),
         ("ratio up (message)", "compression_up", "x"), ("ratio up (codec)", "compression_up_codec", "x")]
 RESOURCES = [("device peak mem", "device_peak_mem_bytes", "B"), ("server peak mem", "server_peak_mem_bytes", "B"),
-             ("device energy (J)", "energy_device_j", "J"), ("server energy (J)", "energy_server_j", "J")]
+             ("edge peak mem", "edge_peak_mem_bytes", "B"), ("cloud peak mem", "cloud_peak_mem_bytes", "B"),
+             ("device energy (J)", "energy_device_j", "J"), ("server energy (J)", "energy_server_j", "J"),
+             ("cloud energy (J)", "energy_cloud_j", "J")]
 
 
 def md_table(results: list[dict], columns) -> list[str]:
@@ -318,7 +324,8 @@ def markdown(results, targets, target_values, base: RunConfig, command, ignored_
         "cut tensors / encoded message bytes, headers included; (codec): the codec's payload only. n/a: nothing "
         "crosses a cut.", "",
         "## Memory and energy", "", *md_table(results, RESOURCES),
-        "Peak memory as measured on this machine (central: everything on one side, shown as device). Energy: "
+        "Peak memory as measured on this machine (central: everything on one side, shown as device; hierarchical: "
+        "device = the largest user, server = the cloud, edge = the largest edge). Energy: "
         "simulated, whole run.", "",
         "## Settings that do not apply", "", *([f"- {n}" for n in ignored_notes] or ["- none"]), "",
         *(["## Notes", "", *[f"- {n}" for n in notes], ""] if notes else []),

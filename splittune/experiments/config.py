@@ -45,6 +45,10 @@ class RunTrainConfig(TrainConfig):
 
 class SplitConfig(Strict):
     cut: int = Field(3, description="device-side blocks l: the device runs embeddings + blocks 0..l-1")
+    edge_cut: int | None = Field(
+        None, ge=1, description="hierarchical: blocks before the edge/cloud cut l2 (edges run blocks cut..l2-1, "
+                                "the cloud l2..); null: halfway between split.cut and the last block"
+    )
 
 
 class SLConfig(Strict):
@@ -140,6 +144,9 @@ class RunConfig(Strict):
     def _groups(self) -> "RunConfig":
         if self.scheme == "gsfl" and self.gsfl.groups > self.devices:
             raise ValueError(f"gsfl.groups must be in 1..{self.devices} (devices); got {self.gsfl.groups}")
+        if self.scheme == "hierarchical" and self.scenario.edges > self.devices:
+            raise ValueError(f"scenario.edges must be in 1..{self.devices} (devices, the users); got "
+                             f"{self.scenario.edges}")
         return self
 
     @model_validator(mode="after")

@@ -39,6 +39,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         ("bytes by kind", ", ".join(f"{k} {human_bytes(v)}" for k, v in summary.get("bytes_by_kind", {}).items() if v)),
         ("device peak memory", human_bytes(summary["device_peak_mem_bytes"])),
         ("server peak memory", human_bytes(summary["server_peak_mem_bytes"])),
+        *[(f"{tier} peak memory", human_bytes(summary[f"{tier}_peak_mem_bytes"]))
+          for tier in ("user", "edge", "cloud") if f"{tier}_peak_mem_bytes" in summary],
         ("wall time", f"{summary['wall_s']:.1f} s"),
         *_simulated_rows(summary),
     ]
@@ -81,7 +83,8 @@ def _simulated_rows(summary: dict) -> list[tuple[str, str]]:
     energy = summary["energy_j"]
     return [
         ("simulated time", f"{summary['sim_time_s']:.3f} s"),
-        ("simulated energy device / server", f"{energy['device']:.3g} J / {energy['server']:.3g} J"),
+        ("simulated energy device / server", f"{energy['device']:.3g} J / {energy['server']:.3g} J"
+         + (f" / cloud {energy['cloud']:.3g} J" if "cloud" in energy else "")),
         ("bandwidth / server order", f"{summary['bandwidth_allocator']} / {summary['server_order']}"),
     ]
 

@@ -69,6 +69,7 @@ def build_setup_with_data(cfg: RunConfig, console: Console | None = None):
         model=model, device_data=device_data, test_data=test, train=cfg.train, lora=cfg.model.lora,
         cut=cfg.split.cut, codec=cfg.codec, seed=cfg.seed, max_message_bytes=cfg.max_message_bytes,
         distribution=cfg.scenario.distribution, turn_order=cfg.sl.order, cuts=cuts, groups=cfg.gsfl.groups,
+        edges=cfg.scenario.edges, edge_cut=cfg.split.edge_cut,
     )
     return setup, stats, (data, tokenizer)
 
@@ -159,6 +160,7 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
                 "server_peak_mem_bytes": result.server_memory.total if result.server_memory else None,
                 "device_memory": _mem(result.device_memory),
                 "server_memory": _mem(result.server_memory),
+                **{f"{tier}_peak_mem_bytes": m.total for tier, m in result.tier_memory.items() if m is not None},
                 "rejected": result.rejected,
                 **simulator.record(result.work, t),
                 "wall_s": time.perf_counter() - start,
@@ -196,6 +198,8 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
         **{k: v for k, v in last.items() if k.startswith("compression_")},
         "device_peak_mem_bytes": max((r["device_peak_mem_bytes"] or 0) for r in records) or None,
         "server_peak_mem_bytes": max((r["server_peak_mem_bytes"] or 0) for r in records) or None,
+        **{f"{tier}_peak_mem_bytes": max(r[f"{tier}_peak_mem_bytes"] for r in records)
+           for tier in ("user", "edge", "cloud") if f"{tier}_peak_mem_bytes" in last},
         "wall_s": time.perf_counter() - start,
         "partition": stats,
         **simulator.summary(),

@@ -110,8 +110,8 @@ class RoundSimulator:
         timeline, oracle = self.simulate_both(work, round_idx)
         self.last = timeline
         self.sim_time_s += timeline.makespan_s
-        for side, joules in timeline.energy_j.items():
-            self.energy_j[side] += joules
+        for side, joules in timeline.energy_j.items():  # "cloud" too, in a three-stage chain
+            self.energy_j[side] = self.energy_j.get(side, 0.0) + joules
         return {
             "sim_time_s": self.sim_time_s,
             "round_sim_s": timeline.makespan_s,

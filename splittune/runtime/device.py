@@ -11,6 +11,7 @@ process or across machines.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -139,14 +140,15 @@ class DeviceWorker:
         with self.activations.measure(shape_key), self.fwd_flops.measure(shape_key):
             out = self.stage(batch)
         if self.stage.last:  # the whole model: no server, nothing crosses a cut
-            loss, server_flops, up_bytes, down_bytes = out.loss, 0.0, 0, 0
+            loss, server_flops, up_bytes, down_bytes, relay = out.loss, 0.0, 0, 0, None
             with self.bwd_flops.measure(shape_key):
                 loss.backward()
             loss = loss.item()
         else:
-            loss, server_flops, up_bytes, down_bytes, grad = self._exchange(out, round_idx, step)
+            x = self._exchange(out, round_idx, step)
+            loss, server_flops, up_bytes, down_bytes, relay = x.loss, x.server_flops, x.up, x.down, x.relay
             with self.bwd_flops.measure(shape_key):
-                out.hidden.backward(grad.to(out.hidden.device, out.hidden.dtype))  # decoded on the CPU
+                out.hidden.backward(x.grad.to(out.hidden.device, out.hidden.dtype))  # decoded on the CPU
         self.memory.observe(memory_breakdown(
             param_bytes=self.param_bytes, trainable=self.params, optimizers=[self.optimizer],
             activation_bytes=self.activations.last, input_bytes=tensor_bytes(batch.values()),
@@ -155,30 +157,17 @@ class DeviceWorker:
         self.optimizer.zero_grad(set_to_none=True)
         work.steps.append(StepWork(
             device_fwd_flops=self.fwd_flops.last, up_bytes=up_bytes, server_flops=server_flops,
-            down_bytes=down_bytes, device_bwd_flops=self.bwd_flops.last,
+            down_bytes=down_bytes, device_bwd_flops=self.bwd_flops.last, relay=relay,
         ))
         return loss
 
-    def _exchange(self, acts, round_idx: int, step: int):
+    def _exchange(self, acts, round_idx: int, step: int) -> Exchange:
         """Activations up, gradient at the cut down."""
-        msg = Message(MessageKind.ACTIVATIONS, device=self.index, step=step, meta={"round": round_idx})
-        msg.sections["hidden"] = self.up.encode(
-            acts.hidden.detach(), seed=derive_seed(self.seed, self.index, round_idx, step, 1),
-            label=f"device {self.index} activations (round {round_idx}, step {step})",
-        )
-        if acts.attention_mask is not None:
-            msg.add_mask("attention_mask", acts.attention_mask)
-        if acts.labels is not None:
-            msg.add_ints("labels", acts.labels)
-        if acts.last_token is not None:  # where a decoder classifier pools (counted in the message bytes)
-            msg.add_ints("last_token", acts.last_token)
-        request = msg.encode()
-        self._count("up", acts.hidden, msg.sections["hidden"], request)
-        raw_reply = self.transport.call("train_step", request)
-        reply = decode(raw_reply, expect=MessageKind.GRADIENTS)
-        grad = self.down.decode(reply.section("gradient"), shape=tuple(acts.hidden.shape), dtype=acts.hidden.dtype)
-        self._count("down", grad, reply.section("gradient"), raw_reply)
-        return float(reply.meta["loss"]), float(reply.meta["server_flops"]), len(request), len(raw_reply), grad
+        x = exchange(self.transport, (self.up, self.down), acts, self.index, round_idx, step,
+                     derive_seed(self.seed, self.index, round_idx, step, 1), f"device {self.index}")
+        self._count("up", acts.hidden, x.request.sections["hidden"], x.request_bytes)
+        self._count("down", x.grad, x.reply.section("gradient"), x.reply_bytes)
+        return x
 
     def _count(self, direction: str, tensor: torch.Tensor, frame: bytes, message: bytes) -> None:
         counts = self.cut_bytes[direction]
@@ -186,3 +175,64 @@ class DeviceWorker:
         counts[1] += len(frame)
         counts[2] += len(message)
 
+
+@dataclass
+class Exchange:
+    """One step's activations up and gradient down, as sent and received."""
+
+    request: Message
+    request_bytes: bytes
+    reply: Message
+    reply_bytes: bytes
+    grad: torch.Tensor
+
+    @property
+    def up(self) -> int:
+        return len(self.request_bytes)
+
+    @property
+    def down(self) -> int:
+        return len(self.reply_bytes)
+
+    @property
+    def loss(self) -> float:
+        return float(self.reply.meta["loss"])
+
+    @property
+    def server_flops(self) -> float:
+        return float(self.reply.meta["server_flops"])
+
+    @property
+    def relay(self) -> StepWork | None:
+        """The next hop of a three-stage chain, as the server (an edge) reports it: its forward FLOPs,
+        backhaul bytes up, the cloud's FLOPs, backhaul bytes down, its backward FLOPs."""
+        hop = self.reply.meta.get("relay")
+        if hop is None:
+            return None
+        if not isinstance(hop, list) or len(hop) != 5 or any(type(v) not in (int, float) or v < 0 for v in hop):
+            raise MessageError(f"a gradient's relay must be 5 numbers >= 0, got {hop!r}", "bad_relay")
+        fwd, up, cloud, down, bwd = hop
+        return StepWork(device_fwd_flops=float(fwd), up_bytes=int(up), server_flops=float(cloud),
+                        down_bytes=int(down), device_bwd_flops=float(bwd))
+
+
+def exchange(transport: Transport, codecs: tuple[Codec, Codec], acts, sender: int, round_idx: int, step: int,
+             seed: int, who: str) -> Exchange:
+    """Send the activations at a cut (codec frame of the hidden state, mask, labels, pooling positions)
+    as `train_step` and decode the gradient that comes back: what a device does with its server, and
+    an edge with the cloud."""
+    up, down = codecs
+    msg = Message(MessageKind.ACTIVATIONS, device=sender, step=step, meta={"round": round_idx})
+    msg.sections["hidden"] = up.encode(acts.hidden.detach(), seed=seed,
+                                       label=f"{who} activations (round {round_idx}, step {step})")
+    if acts.attention_mask is not None:
+        msg.add_mask("attention_mask", acts.attention_mask)
+    if acts.labels is not None:
+        msg.add_ints("labels", acts.labels)
+    if acts.last_token is not None:  # where a decoder classifier pools (counted in the message bytes)
+        msg.add_ints("last_token", acts.last_token)
+    request = msg.encode()
+    raw_reply = transport.call("train_step", request)
+    reply = decode(raw_reply, expect=MessageKind.GRADIENTS)
+    grad = down.decode(reply.section("gradient"), shape=tuple(acts.hidden.shape), dtype=acts.hidden.dtype)
+    return Exchange(msg, request, reply, raw_reply, grad)

@@ -56,7 +56,7 @@ class Layout:
 class LaneServer(Protocol):
     """A group's own edge server: what it exchanges with the cloud outside the steps."""
 
-    transport: Transport  # its cell: what a broadcast to its devices goes through
+    cell: Transport  # what a broadcast to its devices goes through
 
     def start_lane(self, round_idx: int, lane: LaneWork) -> None: ...
 
@@ -132,7 +132,7 @@ class Federation:
             for d in self.devices:
                 getattr(d, f"fetch_{what}")(works[d.index])
             return
-        cells = ([(edge.transport, lane, lw) for edge, lane, lw in zip(self.edges, lanes, work.lanes)]
+        cells = ([(edge.cell, lane, lw) for edge, lane, lw in zip(self.edges, lanes, work.lanes)]
                  if self.edges else [(self.transport, range(len(self.devices)), work)])
         for transport, members, record in cells:  # record: the RoundWork, or the cell's LaneWork
             request = Message(MessageKind.ACK, device=BASE_STATION).encode()

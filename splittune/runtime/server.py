@@ -354,6 +354,7 @@ class SplitServer(AdapterServer):
         max_batch: int | None = None,
         max_tokens: int | None = None,
         groups: list[list[int]] | None = None,
+        shared_name: str = GLOBAL,
     ):
         super().__init__(device_stage, devices, all_adapters, relay=shared_adapter or groups is not None,
                          max_message_bytes=max_message_bytes, sizes=sizes, groups=groups)
@@ -362,10 +363,10 @@ class SplitServer(AdapterServer):
         # union, the one base every device's server side is a view of.
         self.stages = _per_device(stage, devices)
         self.stage = min(self.stages.values(), key=lambda st: st.start)
-        self.shared_adapter = shared_adapter
-        if shared_adapter:  # sl: the one adapter; device n's steps train its part past W_n
-            self.slots = {GLOBAL: adapter_slots(self.stage, GLOBAL)}
-            self._step_slots = {n: adapter_slots(st, GLOBAL) for n, st in self.stages.items()}
+        self.shared_adapter, self.shared_name = shared_adapter, shared_name
+        if shared_adapter:  # sl: the one adapter (an edge's: its own); device n's steps train its part past W_n
+            self.slots = {shared_name: adapter_slots(self.stage, shared_name)}
+            self._step_slots = {n: adapter_slots(st, shared_name) for n, st in self.stages.items()}
         elif groups:  # gsfl: one adapter per group, every device of the group trains it in turn
             self.slots = {group_adapter(g): adapter_slots(self.stage, group_adapter(g)) for g in range(len(groups))}
             self._step_slots = {n: self.slots[group_adapter(self.group_of[n])] for n in devices}
@@ -382,7 +383,7 @@ class SplitServer(AdapterServer):
                                    for n, st in self.stages.items())
             self.concurrent = len(devices)
         else:  # one base; its adapters: every device's past its cut (sft, hetero) or the shared one (sl)
-            own = tensor_bytes(own_parameters(self.stage, GLOBAL, all_adapters))
+            own = tensor_bytes(own_parameters(self.stage, shared_name, all_adapters))
             if not shared_adapter:
                 own += sum(tensor_bytes(s.values()) for s in self.slots.values())
             self.param_bytes, self.concurrent = own, 1
@@ -406,7 +407,7 @@ class SplitServer(AdapterServer):
 
     def adapter_of(self, n: int) -> str:
         if self.shared_adapter:
-            return GLOBAL
+            return self.shared_name
         return group_adapter(self.group_of[n]) if self.groups else device_adapter(n)
 
     def _activations(self, msg: Message) -> Activations:
@@ -470,28 +471,24 @@ class SplitServer(AdapterServer):
             return replay
         round_idx = self._turn(msg, n)
         acts = self._activations(msg)
-        adapter, stage, (activations, flops) = self.adapter_of(n), self.stages[n], self._meters[n]
+        adapter, stage, (activations, _) = self.adapter_of(n), self.stages[n], self._meters[n]
         params, optimizer = list(self._step_slots[n].values()), self.optimizers[adapter]
         rng = torch.default_generator.get_state()
         try:
             activate(stage, adapter)
             seed_dropout(derive_seed(self.seed, n, round_idx, msg.step, 2))
-            shape_key = tuple(acts.hidden.shape)
-            with activations.measure(shape_key), flops.measure(shape_key):
-                try:
-                    out = stage(acts)
-                    if out.loss is None or not math.isfinite(out.loss.item()):
-                        raise MessageError(f"device {n} step {msg.step}: the loss is {out.loss}", "non_finite_loss")
-                    out.loss.backward()
-                except (RuntimeError, IndexError, ValueError) as e:
-                    if isinstance(e, MessageError):
-                        raise
-                    raise MessageError(f"device {n} step {msg.step}: the server step failed: {e}", "step_failed") from e
+            try:
+                loss, meta = self._forward_backward(stage, acts, n, round_idx, msg.step, self._meters[n])
+            except (RuntimeError, IndexError, ValueError) as e:
+                if isinstance(e, MessageError):
+                    raise
+                raise MessageError(f"device {n} step {msg.step}: the server step failed: {e}", "step_failed") from e
+            if not math.isfinite(loss):
+                raise MessageError(f"device {n} step {msg.step}: the loss is {loss}", "non_finite_loss")
             grads = [acts.hidden.grad] + [p.grad for p in params if p.grad is not None]
             if any(not _finite(g) for g in grads):
                 raise MessageError(f"device {n} step {msg.step}: non-finite gradients", "non_finite_gradient")
-            reply = Message(MessageKind.GRADIENTS, device=n, step=msg.step,
-                            meta={"loss": out.loss.item(), "server_flops": flops.last})
+            reply = Message(MessageKind.GRADIENTS, device=n, step=msg.step, meta={"loss": loss, **meta})
             try:  # before the step: a gradient that cannot travel must not have moved the adapter
                 reply.sections["gradient"] = self.down.encode(
                     acts.hidden.grad, seed=derive_seed(self.seed, n, round_idx, msg.step, 3),
@@ -513,6 +510,19 @@ class SplitServer(AdapterServer):
         optimizer.zero_grad(set_to_none=True)
         self._next_step[n] += 1
         return self._replies.store(n, request, reply.encode())
+
+    def _forward_backward(self, stage: Stage, acts: Activations, n: int, round_idx: int, step: int,
+                          meters) -> tuple[float, dict]:
+        """This server's stage forward and backward on a device's activations: the loss, and what the
+        reply's meta says about the work (the last stage holds the loss; `EdgeServer` is a middle one)."""
+        activations, flops = meters
+        shape_key = tuple(acts.hidden.shape)
+        with activations.measure(shape_key), flops.measure(shape_key):  # raising inside: nothing is cached
+            out = stage(acts)
+            if out.loss is None or not math.isfinite(out.loss.item()):
+                raise MessageError(f"device {n} step {step}: the loss is {out.loss}", "non_finite_loss")
+            out.loss.backward()
+        return out.loss.item(), {"server_flops": flops.last}
 
     def _step(self, optimizer, params: list[torch.nn.Parameter], n: int, step: int) -> None:
         """optimizer.step(), undone (parameters and optimizer state) if it makes the adapter non-finite."""

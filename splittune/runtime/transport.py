@@ -46,3 +46,16 @@ class MeteredTransport:
         self.bytes_up += len(request)
         self.bytes_down += len(reply)
         return reply
+
+
+class Routed:
+    """A party's view of a shared transport: its calls go to `prefix + method` (e.g. `edge0/train_step`).
+
+    The parties of a three-stage chain (users, edges, the cloud) share one transport whose handlers
+    are named by party, so one `MeteredTransport` counts every hop."""
+
+    def __init__(self, inner: Transport, prefix: str):
+        self.inner, self.prefix = inner, prefix
+
+    def call(self, method: str, request: bytes) -> bytes:
+        return self.inner.call(self.prefix + method, request)

@@ -57,6 +57,7 @@ class RoundResult:
     # them (header, mask, labels included), and / the codec frames alone
     compression: dict[str, float | None] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)  # messages the server refused, by reason, so far
+    tier_memory: dict[str, MemoryBreakdown] = field(default_factory=dict)  # hierarchical: user, edge, cloud peaks
 
     @property
     def bytes_by_kind(self) -> dict[str, int]:

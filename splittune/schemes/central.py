@@ -17,7 +17,7 @@ from splittune.schemes.base import RoundResult, Setup, evaluate, local_steps, ma
 class Central:
     name = "central"
     default_lr = 0.03  # tuned on the default task (README: "The default task")
-    ignores = ("split.cut", "codec.", "scenario.", "planning.", "sl.", "gsfl.")
+    ignores = ("split.cut", "codec.", "scenario.", "planning.", "sl.", "gsfl.", "split.edge_cut")
 
     def __init__(self, setup: Setup):
         self.setup = setup

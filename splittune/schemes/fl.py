@@ -16,4 +16,5 @@ class FL(FederatedScheme):
     default_lr = 0.1  # FedAvg of N devices' updates, as sft
     layout = Layout(schedule="parallel", server="none")
     split = False
-    ignores = ("split.cut", "codec.", "planning.order", "planning.cut", "planning.compression", "sl.", "gsfl.")
+    ignores = ("split.cut", "codec.", "planning.order", "planning.cut", "planning.compression", "sl.", "gsfl.",
+               "split.edge_cut", "scenario.edges", "scenario.cloud")

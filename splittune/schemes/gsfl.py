@@ -18,4 +18,4 @@ class GSFL(FederatedScheme):
     default_lr = 0.1  # FedAvg over groups, as sft; each group trains one model on its devices' batches in turn
     layout = Layout(schedule="grouped", server="per_group", relay=True)
     server_copies = True
-    ignores = ("planning.order", "hetero.")
+    ignores = ("planning.order", "hetero.", "split.edge_cut", "scenario.edges", "scenario.cloud")

@@ -18,4 +18,4 @@ class Hetero(FederatedScheme):
     default_lr = 0.1  # sft's, which it is at equal cuts
     layout = Layout(schedule="parallel", server="shared")
     device_cuts = True
-    ignores = ("split.cut", "planning.cut", "sl.", "gsfl.")
+    ignores = ("split.cut", "planning.cut", "sl.", "gsfl.", "split.edge_cut", "scenario.edges", "scenario.cloud")

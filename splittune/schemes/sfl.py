@@ -16,4 +16,4 @@ class SFL(FederatedScheme):
     default_lr = 0.1  # the same computation as sft
     layout = Layout(schedule="parallel", server="per_device")
     server_copies = True
-    ignores = ("sl.", "gsfl.", "planning.order")
+    ignores = ("sl.", "gsfl.", "planning.order", "split.edge_cut", "scenario.edges", "scenario.cloud")

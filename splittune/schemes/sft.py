@@ -15,4 +15,4 @@ class SFT(FederatedScheme):
     name = "sft"
     default_lr = 0.1  # tuned on the default task (README: "The default task")
     layout = Layout(schedule="parallel", server="shared")
-    ignores = ("sl.", "gsfl.")
+    ignores = ("sl.", "gsfl.", "split.edge_cut", "scenario.edges", "scenario.cloud")

@@ -17,4 +17,4 @@ class SL(FederatedScheme):
     layout = Layout(schedule="sequential", server="shared")
     shared_server_adapter = True
     device_cuts = True  # CARD (planning.server_compute=card) cuts each device at its own block
-    ignores = ("gsfl.", "planning.order", "planning.bandwidth")
+    ignores = ("gsfl.", "planning.order", "planning.bandwidth", "split.edge_cut", "scenario.edges", "scenario.cloud")

@@ -7,7 +7,7 @@ from splittune.codec import CodecConfig
 from splittune.runtime.adapters import GLOBAL, adapter_slots, copy_slots, device_adapter
 from splittune.runtime.messages import MessageKind, decode, decode_state_dict
 from splittune.runtime.transport import InProcessTransport, MeteredTransport
-from splittune.schemes import FL, GSFL, SFL, SFT, SL
+from splittune.schemes import FL, GSFL, SFL, SFT, SL, Hierarchical
 from splittune.schemes.config import CodecPair
 from scheme_setups import make_setup
 
@@ -28,10 +28,10 @@ def _metered(scheme_cls, **kw):
     return scheme, meter
 
 
-@pytest.mark.parametrize("scheme_cls", [SFT, SFL, SL, FL, GSFL])
+@pytest.mark.parametrize("scheme_cls", [SFT, SFL, SL, FL, GSFL, Hierarchical])
 @pytest.mark.parametrize("distribution", ["broadcast", "unicast"])
 def test_reported_bytes_are_the_bytes_the_transport_carried(scheme_cls, distribution):
-    extra = {"groups": 2} if scheme_cls is GSFL else {}
+    extra = {GSFL: {"groups": 2}, Hierarchical: {"edges": 2}}.get(scheme_cls, {})
     scheme, meter = _metered(scheme_cls, devices=3, steps=2, codec=CODEC, sizes=[4, 8, 12], distribution=distribution,
                              **extra)
     up = down = 0
@@ -40,6 +40,10 @@ def test_reported_bytes_are_the_bytes_the_transport_carried(scheme_cls, distribu
         up, down = up + result.bytes_up, down + result.bytes_down
         assert sum(result.bytes_by_kind.values()) == result.bytes_up + result.bytes_down
     assert (up, down) == (meter.bytes_up, meter.bytes_down)
+    if scheme_cls is Hierarchical:  # each edge's cell: one broadcast, or one per user; the edges' own blocks once
+        cells = meter.calls["edge0/download_model"] + meter.calls["edge1/download_model"]
+        assert cells == (2 if distribution == "broadcast" else 3) and meter.calls["cloud/download_model"] == 2
+        return
     model_calls = meter.calls["download_model"]
     assert model_calls == (1 if distribution == "broadcast" else 3)
 
