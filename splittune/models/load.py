@@ -97,7 +97,10 @@ def _load(name: str, *, num_labels: int, modality: str, seed: int, task: str):
         if family == "vit":
             return tiny_model("vit", num_labels=num_labels, seed=seed), None
         tok = _tokenizer(minilm_path())
-        return tiny_model(family, task=task, num_labels=num_labels, seed=seed, vocab_size=len(tok)), tok
+        model = tiny_model(family, task=task, num_labels=num_labels, seed=seed, vocab_size=len(tok))
+        # the tokenizer's pad id, so that a decoder classifier pools at the last real token, not in the padding
+        model.config.pad_token_id = tok.pad_token_id
+        return model, tok
     if name == GEMMA:
         from splittune.models.gemma import local_path
 
