@@ -15,7 +15,9 @@ device n, cut after l of L blocks and compression ratios beta_up, beta_down:
   LT  adapter upload      a(l) / r_ul,n                      a(l) = r (10 D + 2 I) l x 32 bits: LoRA on
                                                              every linear of the l device blocks, fp32
                                                              (18 D r l for the paper's I = 4 D MLP)
-The round's delay is the last device's finish, max_n [ED + K_n (CC + IT + SC + GT + DU) + LT],
+The round's delay is the last device's finish, max_n [W + ED + K_n (CC + IT + SC + GT + DU) + LT]
+(W: the coherence slots its links wait in an outage, `Channel.outage_state`, at whose redrawn SNRs
+the rates are),
 or the shared server's bound when that is larger: the server cannot start before the first
 upload arrives, must serve all sum_n K_n batches one at a time, and the last device still has
 its tail after its last batch (min_n (ED + CC + IT) + sum_n K_n SC + min_n (GT + DU + LT)).
@@ -97,8 +99,9 @@ def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel 
     sc = np.array([[f.server_fwd + f.server_bwd for f in row] for row in flops]) / world.server.flops_per_s
     act_bits = work.rows * work.seq * shape.hidden * value_bits  # (N,) raw fp32 activations of a step
     lora_bits = np.array([float(shape.lora_params_per_block * l * value_bits) for l in cuts])
-    state = world.channel.state(round_idx)
+    state, slots = world.channel.outage_state(round_idx)  # a link in outage waits, then runs at the redrawn SNR
     se_up, se_dn = np.log2(1.0 + state.uplink_snr), np.log2(1.0 + state.downlink_snr)
+    wait = (slots[0] + slots[1]) * world.channel.config.coherence_s
     total = world.channel.bandwidth_hz
     cap = total if world.channel.max_share_hz is None else min(world.channel.max_share_hz, total)
     share = min(total / n, cap)  # the equal split
@@ -116,14 +119,14 @@ def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel 
         ed = lora_bits[i] / ed_rate
         it, gt = up * act_bits / (share * se_up), dn * act_bits / (share * se_dn)
         lt = lora_bits[i] / (share * se_up)
-        finish = ed + k * (cc[i] + it + sc[i] + gt + du[i]) + lt
-        server = np.min(ed + cc[i] + it, axis=-1) + np.sum(k * sc[i]) + np.min(gt + du[i] + lt, axis=-1)
+        finish = wait + ed + k * (cc[i] + it + sc[i] + gt + du[i]) + lt
+        server = np.min(wait + ed + cc[i] + it, axis=-1) + np.sum(k * sc[i]) + np.min(gt + du[i] + lt, axis=-1)
         return np.maximum(np.max(finish, axis=-1), server)
 
     def demand(d: CutDecision) -> BandwidthDemand:
         i = index[d.cut]
         up, dn = betas(d.rho, d.levels)
-        fixed = (0.0 if not broadcast else lora_bits[i] / ed_rate) + k * (cc[i] + sc[i] + du[i])
+        fixed = wait + (0.0 if not broadcast else lora_bits[i] / ed_rate) + k * (cc[i] + sc[i] + du[i])
         load = (k * up * act_bits + lora_bits[i]) / se_up + (k * dn * act_bits + (0.0 if broadcast else lora_bits[i])) / se_dn
         return BandwidthDemand(total, fixed, load, world.channel.max_share_hz)
 
