@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from splittune.cli.app import OVERRIDES_HELP, app, config_and_overrides, console, fail
+from splittune.cli.app import OVERRIDES_HELP, app, config_and_overrides, config_warnings, console, fail
 from splittune.experiments.config import ConfigError, load_config
 
 
@@ -60,7 +60,8 @@ def reproduce_sft_headline(
     command = shlex.join(["splittune", "reproduce", "sft-headline", f"--task={task}", *args,
                           *([f"--seeds={seeds}"] if seeds else []), *(["--quick"] if quick else [])])
     try:
-        reproduce_headline(task, args, out, parse_seeds(seeds), quick, command, console)
+        with config_warnings():
+            reproduce_headline(task, args, out, parse_seeds(seeds), quick, command, console)
     except (ConfigError, CompareError, ValueError) as e:
         fail(str(e))
 
@@ -97,11 +98,12 @@ def sweep_codec(
                           f"--direction={direction}", f"--lossless={lossless}", f"--lossless-off={lossless_off}",
                           *([f"--seeds={seeds}"] if seeds else [])])
     try:
-        cfg = load_config(*config_and_overrides(args))
-        points = sweep.grid(rhos, levels, lossless, lossless_off)
-        folder = out or Path(cfg.output_dir) / f"sweep-codec-{datetime.now():%Y%m%d-%H%M%S}"
-        sweep.sweep_codec(cfg, points, direction, folder, command, max_loss, save_default, resume, console,
-                          parse_seeds(seeds))
+        with config_warnings():
+            cfg = load_config(*config_and_overrides(args))
+            points = sweep.grid(rhos, levels, lossless, lossless_off)
+            folder = out or Path(cfg.output_dir) / f"sweep-codec-{datetime.now():%Y%m%d-%H%M%S}"
+            sweep.sweep_codec(cfg, points, direction, folder, command, max_loss, save_default, resume, console,
+                              parse_seeds(seeds))
     except ConfigError as e:
         fail(f"invalid configuration\n{e}")
     except ValueError as e:
@@ -133,10 +135,11 @@ def compare(
                           *[f"--variant={v}" for v in variant or []], *([f"--seeds={seeds}"] if seeds else []),
                           f"--targets={targets}", *([f"--out={out}"] if out else []), *(["--quick"] if quick else [])])
     try:
-        rows = cmp.parse_rows(schemes, variant or [])
-        path, overrides = config_and_overrides(args)
-        cmp.compare(path, overrides, rows, cmp.parse_seeds(seeds), cmp.parse_targets(targets), out, command,
-                    console, quick=quick, verbose=verbose)
+        with config_warnings():
+            rows = cmp.parse_rows(schemes, variant or [])
+            path, overrides = config_and_overrides(args)
+            cmp.compare(path, overrides, rows, cmp.parse_seeds(seeds), cmp.parse_targets(targets), out, command,
+                        console, quick=quick, verbose=verbose)
     except ConfigError as e:
         fail(f"invalid configuration\n{e}")
     except ValueError as e:

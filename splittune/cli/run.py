@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from splittune.cli.app import OVERRIDES_HELP, app, config_and_overrides, console, fail
+from splittune.cli.app import OVERRIDES_HELP, app, config_and_overrides, config_warnings, console, fail
 from splittune.experiments.config import ConfigError, load_config
 
 
@@ -15,7 +15,8 @@ from splittune.experiments.config import ConfigError, load_config
 def run(
     args: Annotated[Optional[list[str]], typer.Argument(help="[CONFIG.yaml] then key=value overrides. " + OVERRIDES_HELP)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the run folder here instead of output_dir/<time>-<scheme>.")] = None,
-    show_config: Annotated[bool, typer.Option(help="Print the resolved configuration and exit.")] = False,
+    show_config: Annotated[bool, typer.Option(help="Print the resolved configuration (every key) and exit.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace the run already in --out (all of it, plots included).")] = False,
 ):
     """Run one experiment. With no arguments: the embedded default (MiniLM, chatterbot topics, 8 devices,
     Dirichlet alpha=0.5, cut after block 3, sft). Writes config.yaml, metrics.jsonl, summary.json,
@@ -23,7 +24,8 @@ def run(
     from splittune.experiments.config import dump_config
 
     try:
-        cfg = load_config(*config_and_overrides(args))
+        with config_warnings():
+            cfg = load_config(*config_and_overrides(args))
     except ConfigError as e:
         fail(f"invalid configuration\n{e}")
     if show_config:
@@ -32,8 +34,8 @@ def run(
     from splittune.experiments.run import run as run_experiment
 
     try:
-        run_experiment(cfg, out=out, console=console)
-    except ValueError as e:  # config values that only fail once the model/data are known
+        run_experiment(cfg, out=out, console=console, force=force)
+    except (ValueError, ImportError) as e:  # config values that fail against the model/data, a missing extra
         fail(str(e))
 
 

@@ -38,11 +38,14 @@ class CodecConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: str = "none"
+    kind: str = Field(default="none", description=f"the pipeline: {' | '.join(KINDS)} (docs/compression.md)")
     rho: float = Field(default=1.0, description="Top-K keep ratio, in (0, 1]")
     levels: int = Field(default=16, description=f"quantization levels E, an integer in [2, {MAX_LEVELS}]")
-    per_token: bool = False
-    positions: Literal["auto", "bitmap", "golomb"] = "auto"
+    per_token: bool = Field(default=False, description="keep the top round(rho*D) of every token's vector instead of "
+                                                      "the top round(rho*numel) of the whole tensor")
+    positions: Literal["auto", "bitmap", "golomb"] = Field(
+        default="auto", description="how kept positions are coded; auto: the smaller of a bitmap and Golomb-coded gaps, "
+                                    "per message")
 
     @model_validator(mode="before")
     @classmethod

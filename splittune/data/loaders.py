@@ -121,7 +121,7 @@ def _texts_and_labels(path: Path, cfg: DataConfig, field_of: str) -> tuple[list[
         raise ValueError(f"{field_of}={str(path)!r} holds no examples")
     texts, labels = [], []
     for row, record in enumerate(records, 1):
-        for field, key in (("text_field", cfg.text_field), ("label_field", cfg.label_field)):
+        for field, key in (("data.text_field", cfg.text_field), ("data.label_field", cfg.label_field)):
             if record.get(key) in (None, ""):
                 raise ValueError(
                     f"{field_of}={str(path)!r} example {row} has no {field}={key!r}; "
@@ -134,11 +134,11 @@ def _texts_and_labels(path: Path, cfg: DataConfig, field_of: str) -> tuple[list[
 
 def load_local(cfg: DataConfig) -> ClassificationData:
     """A local .csv (header row) or .jsonl (one object a line) of text/label pairs; labels strings or ints."""
-    texts, labels = _texts_and_labels(cfg.path, cfg, "path")
+    texts, labels = _texts_and_labels(cfg.path, cfg, "data.path")
     if cfg.test_path is None:
         y, names = encode_labels(labels)
         return build("text", texts, y, names, cfg.test_fraction, cfg.seed, cfg.max_train, cfg.max_test)
-    test_texts, test_labels = _texts_and_labels(cfg.test_path, cfg, "test_path")
+    test_texts, test_labels = _texts_and_labels(cfg.test_path, cfg, "data.test_path")
     y, names = encode_labels(labels + test_labels)  # one vocabulary over both files
     data = ClassificationData("text", texts, y[: len(texts)], test_texts, y[len(texts):], names)
     return with_caps(data, cfg.max_train, cfg.max_test, cfg.seed)

@@ -1,5 +1,7 @@
 """Partition a training set across devices: IID, Dirichlet non-IID (label skew) or label-sorted shards.
 
+Errors name the run config's keys (`devices`, `data.min_per_device`, ...): that is what a user sets.
+
 Each scheme returns one sorted int64 index array per device; together they use every training index
 exactly once.
 """
@@ -35,8 +37,8 @@ def partition(
     smallest = min(len(p) for p in parts)
     if smallest < min_per_device:
         raise ValueError(
-            f"scheme={scheme!r} gives a device only {smallest} samples < min_per_device={min_per_device} "
-            f"({len(labels)} samples over n_devices={n_devices}); lower min_per_device or n_devices"
+            f"data.partition={scheme!r} gives a device only {smallest} samples < data.min_per_device={min_per_device} "
+            f"({len(labels)} samples over devices={n_devices}); lower data.min_per_device or devices"
         )
     return parts
 
@@ -44,26 +46,27 @@ def partition(
 def _validate(labels: np.ndarray, n_devices: int, scheme: str, alpha: float, shards_per_device: int,
               min_per_device: int) -> None:
     if scheme not in SCHEMES:
-        raise ValueError(f"unknown partition scheme={scheme!r}; allowed: {', '.join(SCHEMES)}")
+        raise ValueError(f"unknown data.partition={scheme!r}; allowed: {', '.join(SCHEMES)}")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}")
     if not isinstance(n_devices, (int, np.integer)) or n_devices < 1:
-        raise ValueError(f"n_devices must be an integer >= 1, got {n_devices!r}")
+        raise ValueError(f"devices must be an integer >= 1, got {n_devices!r}")
     if not np.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+        raise ValueError(f"data.alpha must be a finite number > 0, got {alpha!r}")
     if shards_per_device < 1:
-        raise ValueError(f"shards_per_device must be >= 1, got {shards_per_device!r}")
+        raise ValueError(f"data.shards_per_device must be >= 1, got {shards_per_device!r}")
     if min_per_device < 0:
-        raise ValueError(f"min_per_device must be >= 0, got {min_per_device!r}")
+        raise ValueError(f"data.min_per_device must be >= 0, got {min_per_device!r}")
     if len(labels) < n_devices * max(min_per_device, 1):
         raise ValueError(
-            f"{len(labels)} training samples cannot give n_devices={n_devices} devices "
-            f"min_per_device={max(min_per_device, 1)} samples each"
+            f"{len(labels)} training samples cannot give devices={n_devices} devices "
+            f"data.min_per_device={max(min_per_device, 1)} samples each; lower devices or data.min_per_device, "
+            f"or use more data (data.max_train, data.test_fraction)"
         )
     if scheme == "shards" and n_devices * shards_per_device > len(labels):
         raise ValueError(
-            f"n_devices*shards_per_device = {n_devices * shards_per_device} shards exceeds "
-            f"the {len(labels)} training samples; lower shards_per_device"
+            f"devices*data.shards_per_device = {n_devices * shards_per_device} shards exceeds "
+            f"the {len(labels)} training samples; lower data.shards_per_device"
         )
 
 
@@ -83,9 +86,9 @@ def _dirichlet(labels: np.ndarray, n_devices: int, alpha: float, min_per_device:
         if min(len(p) for p in merged) >= max(min_per_device, 1):
             return merged
     raise ValueError(
-        f"no Dirichlet draw with alpha={alpha} gave all n_devices={n_devices} devices "
-        f">= min_per_device={min_per_device} samples in {DIRICHLET_RETRIES} tries; "
-        f"raise alpha, or lower min_per_device or n_devices"
+        f"no Dirichlet draw with data.alpha={alpha} gave all devices={n_devices} devices "
+        f">= data.min_per_device={min_per_device} samples in {DIRICHLET_RETRIES} tries; "
+        f"raise data.alpha, or lower data.min_per_device or devices"
     )
 
 

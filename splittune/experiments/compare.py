@@ -398,7 +398,8 @@ def compare(base_path: Path | None, overrides: list[str], rows: list[Row | str],
             progress.update(task, description=f"compare: row {i + 1}/{len(configs)} {label}",
                             metrics=where / "metrics.jsonl", rounds=cfg.train.rounds)
             try:
-                summaries[name, seed] = run(cfg, out=where, console=console if verbose else Console(quiet=True))
+                summaries[name, seed] = run(cfg, out=where, force=True,  # the row folders belong to this compare
+                                              console=console if verbose else Console(quiet=True))
             except ValueError as e:
                 raise ValueError(f"row {label}: {e}") from None
             records[name, seed] = [json.loads(x) for x in (where / "metrics.jsonl").read_text().splitlines()]

@@ -69,7 +69,8 @@ class GSFLConfig(Strict):
 class RunConfig(Strict):
     scheme: str = Field("sft", description=f"training scheme: {' | '.join(SCHEMES)}")
     devices: int = Field(8, ge=1, description="number of devices N")
-    seed: int = 0
+    seed: int = Field(0, description="seed of what the run initialises (classification head, LoRA) and of the "
+                                      "devices' mini-batch order")
     task: Literal["auto", "classification", "causal_lm"] = Field(
         "auto", description="classification (accuracy) or causal_lm (perplexity); auto: causal_lm for causal-only "
                             "data (shakespeare) and decoder LLMs (gemma3-270m), else classification"
@@ -95,13 +96,9 @@ class RunConfig(Strict):
     @field_validator("scenario", mode="before")
     @classmethod
     def _scenario_preset(cls, v):
-        # `scenario: dynamic` or `scenario: {preset: dynamic, seed: 3}`; the override parser turns
-        # `scenario=dynamic scenario.seed=3` into {kind: dynamic, seed: 3}, so `kind` names it too.
-        if isinstance(v, str):
-            return ScenarioConfig.preset(v)
-        if isinstance(v, dict) and ("preset" in v or "kind" in v):
-            rest = {k: x for k, x in v.items() if k not in ("preset", "kind")}
-            return ScenarioConfig.preset(v.get("preset", v.get("kind")), **rest)
+        # the override parser turns `scenario=dynamic scenario.seed=3` into {kind: dynamic, seed: 3}
+        if isinstance(v, dict) and "kind" in v:
+            return {"preset": v["kind"], **{k: x for k, x in v.items() if k != "kind"}}
         return v
 
     @field_validator("scheme")
@@ -166,7 +163,11 @@ def _format(e: ValidationError) -> str:
     lines = []
     for err in e.errors():
         where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-        lines.append(f"{where or '<root>'}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""))
+        msg = err["msg"].removeprefix("Value error, ")
+        got = (f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) and "got" not in msg
+               else "")
+        # a model-level check names its own dotted fields ("data.path is required when ...")
+        lines.append(msg if where and msg.startswith(where + ".") else f"{where or '<root>'}: {msg}{got}")
     return "\n".join(lines)
 
 

@@ -1,8 +1,9 @@
 """`splittune generate`: the base model of a run plus the run's saved PEFT adapter, generating text.
 
-The run folder's `config.yaml` names the model, the task, the dtype and the data set; the
-adapter is `adapter/global` (PEFT's format). Dialogue runs (chatterbot with task=causal_lm)
-format a prompt as in training (the prompt and a newline); the others continue the text as is.
+The adapter (`adapter/global`, PEFT's format) names its base model (`base_model.json`, see
+`splittune.models.saved`); the run folder's `config.yaml` names the data set. Dialogue runs
+(chatterbot with task=causal_lm) format a prompt as in training (the prompt and a newline); the
+others continue the text as is.
 """
 
 from __future__ import annotations
@@ -12,19 +13,9 @@ from pathlib import Path
 from splittune.experiments.config import ConfigError, load_config
 
 
-def adapter_dir(run_dir: Path) -> Path:
-    """The folder `PeftModel.from_pretrained` reads: `adapter/global` (or `adapter/` if saved flat)."""
-    for path in (run_dir / "adapter" / "global", run_dir / "adapter"):
-        if (path / "adapter_config.json").is_file():
-            return path
-    raise FileNotFoundError(f"{run_dir} holds no saved adapter (adapter/global/adapter_config.json)")
-
-
 def load_run_model(run_dir: Path):
-    """`(peft_model, tokenizer, cfg)` of a finished run."""
-    from peft import PeftModel
-
-    from splittune.models.load import load_model
+    """`(peft_model, tokenizer, cfg)` of a finished run: the base named by the adapter, the adapter on it."""
+    from splittune.models.saved import base_record, load_adapter
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -33,10 +24,9 @@ def load_run_model(run_dir: Path):
     cfg = load_config(run_dir / "config.yaml", ["runtime.device=auto"])
     if cfg.task != "causal_lm":
         raise ConfigError(f"{run_dir} trained task={cfg.task}; generate needs a task=causal_lm run")
-    base, tokenizer = load_model(cfg.model.name, num_labels=1, seed=cfg.seed, task="causal_lm",
-                                 dtype=cfg.model.dtype)
-    model = PeftModel.from_pretrained(base, str(adapter_dir(run_dir))).to(cfg.runtime.torch_device())
-    model.eval()
+    old = base_record(cfg.model.name, seed=cfg.seed, dtype=cfg.model.dtype, task=cfg.task)  # a run saved before
+    model, tokenizer, _ = load_adapter(run_dir, fallback=old)
+    model.to(cfg.runtime.torch_device())
     return model, tokenizer, cfg
 
 

@@ -34,21 +34,10 @@ _PLANNED_KIND = "topk+sq"
 
 
 def hf_config(name: str):
-    """The model's transformers config, without loading weights (tiny models are built: they are tiny)."""
-    from splittune.models.load import DEFAULT_MODEL, minilm_path
-    from splittune.models.tiny import TINY_FAMILIES, tiny_model
+    """The model's transformers config, without loading weights."""
+    from splittune.models.load import model_config
 
-    if name.startswith("tiny-"):
-        family = name.removeprefix("tiny-")
-        if family not in TINY_FAMILIES:
-            raise ValueError(f"model.name={name!r}: unknown tiny family; choose tiny-{{{','.join(TINY_FAMILIES)}}}")
-        return tiny_model(family).config
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(str(minilm_path() if name == DEFAULT_MODEL else name))
-    except OSError as e:
-        raise ValueError(f"model.name={name!r}: cannot read its config ({str(e).splitlines()[0]})") from None
+    return model_config(name)
 
 
 def model_shape(cfg, num_labels: int) -> TransformerShape:
@@ -220,6 +209,10 @@ def split_target(name: str, batch: int, seq_len: int):
 
     config = split_config(name)
     vit = getattr(config, "model_type", "") == "vit"
+    positions = getattr(config, "max_position_embeddings", None)
+    if not vit and positions and seq_len > positions:
+        raise ValueError(f"--seq-len {seq_len} is longer than {name} can read ({positions} positions); "
+                         f"use --seq-len <= {positions}")
     if not vit and getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = 0  # decoder classifiers need one to find each sequence's last token
     with torch.device("meta"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict
 from datetime import datetime
@@ -24,33 +25,40 @@ from splittune.experiments.config import RunConfig, dump_config
 from splittune.experiments.cut_plans import resolve_cuts
 from splittune.experiments.mincut_plan import resolve_mincut
 from splittune.experiments.planning import predicted_round, resolve_planning
+from splittune.experiments.preflight import check_classes, check_model, claim_folder
 from splittune.experiments.report import summary_table, write_report
 from splittune.experiments.simulation import RoundSimulator
 from splittune.experiments.tracking import Trackers
-from splittune.experiments.workload import device_datasets
+from splittune.experiments.workload import device_datasets, device_parts
 from splittune.models.families import family_of, set_checkpointing
 from splittune.models.generate import generate_texts
 from splittune.models.load import load_model
+from splittune.models.saved import base_record, finish_adapter, set_labels
 from splittune.models.split import check_cuts, num_blocks
 from splittune.schemes import SCHEMES, Setup
 
 
 def build_setup(cfg: RunConfig, console: Console | None = None) -> tuple[Setup, dict]:
+    check_model(cfg)
     setup, stats, _ = build_setup_with_data(cfg, console)
     return setup, stats
 
 
 def build_setup_with_data(cfg: RunConfig, console: Console | None = None):
-    """`(setup, partition stats, (data, tokenizer))`: the data set and tokenizer are kept for generations."""
+    """`(setup, partition stats, (data, tokenizer))`: the data set and tokenizer are kept for generations.
+
+    `cfg` has passed `check_model`. A classification partition is drawn before the weights load, so a
+    partition that cannot work (more devices than data) fails at once."""
     data = load_data(cfg.data, task=cfg.task)
+    if cfg.task != "causal_lm":
+        check_classes(data.label_names, data.train_y, cfg)
+        device_parts(cfg, data.train_y)  # cheap, and it raises what device_datasets would after the load
     model, tokenizer = load_model(cfg.model.name, num_labels=data.num_labels, modality=data.modality, seed=cfg.seed,
                                   task=cfg.task, dtype=cfg.model.dtype)
+    if cfg.task != "causal_lm":
+        set_labels(model, data.label_names)  # the saved config.json then predicts names
     place = cfg.runtime.torch_device()
     model.to(place)
-    try:
-        check_cuts([cfg.split.cut], num_blocks(model))
-    except ValueError as e:
-        raise ValueError(f"split.cut: {e}") from None
     cuts = cfg.hetero.cuts if cfg.scheme == "hetero" else cfg.planning.device_cuts
     for c in cuts or ():
         try:
@@ -112,24 +120,33 @@ def run_folder(cfg: RunConfig) -> Path:
     return folder
 
 
-def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None) -> dict:
-    """Run one experiment and return its summary (also written to `summary.json`)."""
+def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None, force: bool = False) -> dict:
+    """Run one experiment and return its summary (also written to `summary.json`).
+
+    Everything that can fail on the config fails before the run folder exists: a bad start leaves none.
+    An existing run folder at `out` is replaced only with `force`."""
     console = console or Console()
-    out = out or run_folder(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     cfg, plan = resolve_planning(cfg, console)  # P1 once, before training; config.yaml records the result
     cfg, cuts_plan = resolve_cuts(cfg, console)
     plan = {**(plan or {}), **(cuts_plan or {})} or None
-    (out / "config.yaml").write_text(dump_config(cfg))
+    check_model(cfg)
+    key = "--out" if out is not None else "output_dir"
+    out = out or run_folder(cfg)
+    created = claim_folder(out, key, force)
     cfg.runtime.apply_threads()
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
-    setup, stats, (data, tokenizer) = build_setup_with_data(cfg, console)
-    cfg, card = resolve_card(cfg, setup, console)  # these need the data and the model: after the set-up
-    cfg, mincut = resolve_mincut(cfg, setup, console)
+    try:
+        setup, stats, (data, tokenizer) = build_setup_with_data(cfg, console)
+        cfg, card = resolve_card(cfg, setup, console)  # these need the data and the model: after the set-up
+        cfg, mincut = resolve_mincut(cfg, setup, console)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     if card or mincut:
         plan = {**(plan or {}), **(card or {}), **(mincut or {})}
-        (out / "config.yaml").write_text(dump_config(cfg))
+    (out / "config.yaml").write_text(dump_config(cfg))
     scheme = SCHEMES[cfg.scheme](setup)
     prompts = held_out_prompts(data, GENERATIONS, tokenizer) if cfg.task == "causal_lm" else []
     generations = {"prompts": prompts, "before": _generate(scheme, data, tokenizer, prompts)} if prompts else None
@@ -175,6 +192,7 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None)
             progress.update(task, advance=1, status=status)
     trackers.close()
     scheme.save_adapter(out / "adapter")
+    finish_adapter(scheme.model, out, base_record(cfg.model.name, seed=cfg.seed, dtype=cfg.model.dtype, task=cfg.task))
     if generations is not None:
         generations["after"] = _generate(scheme, data, tokenizer, prompts)
     last = records[-1]

@@ -243,6 +243,32 @@ def fit(rows: list[dict], source: str, direction: str = "up") -> AccuracyModel:
                              links=LINKS[direction], extra=extra)
 
 
+def fit_warnings(model: AccuracyModel) -> list[str]:
+    """Why a fit's small MSE may say nothing: every point measured the same accuracy (the fit is a
+    constant), or the fit has as many terms as points (it can pass through every one)."""
+    acc = np.asarray(model.points["acc"], dtype=float)
+    warnings = []
+    if np.ptp(acc) < 1e-12:
+        warnings.append(f"every compressed point measured the same relative accuracy ({acc[0]:.4f}): the fit is a "
+                        f"constant and says nothing about rho or E; run more rounds or test on more examples "
+                        f"(train.rounds, data.max_test)")
+    elif int(np.count_nonzero(model.coef)) >= len(acc):
+        warnings.append(f"the fit has {np.count_nonzero(model.coef)} terms for {len(acc)} points, so it can pass "
+                        f"through every point and its MSE ({model.mse():.1e}) is no measure of fit; sweep more "
+                        f"(rho, E) points")
+    return warnings
+
+
+def save_default_path(direction: str) -> Path:
+    """Where `--save-default` writes: the shipped model of a source checkout, never an installed package."""
+    path = DATA_DIR / f"accuracy_{direction}.json"
+    if {"site-packages", "dist-packages"} & set(path.parts):
+        raise SweepError(f"--save-default rewrites the shipped fit of a source checkout, but this splittune is an "
+                         f"installed package ({path}); use planning.accuracy_model=<sweep folder>/accuracy_model.json "
+                         f"instead")
+    return path
+
+
 def sweep_codec(base: RunConfig, points: list[Point], direction: str, out: Path, command: str,
                 max_loss: float = 0.01, save_default: bool = False, resume: bool = False,
                 console: Console | None = None, seeds: list[int] | None = None) -> dict:
@@ -255,6 +281,8 @@ def sweep_codec(base: RunConfig, points: list[Point], direction: str, out: Path,
 
     console = console or Console()
     check_base(base, direction)
+    if save_default:
+        save_default_path(direction)  # refused before any run
     seeds = list(seeds) if seeds else [base.seed]
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
@@ -267,7 +295,8 @@ def sweep_codec(base: RunConfig, points: list[Point], direction: str, out: Path,
                 folder = out / f"seed{seed}" / point.folder
                 progress.update(task, status=folder.relative_to(out))
                 cfg = point_config(base.model_copy(update={"seed": seed}), point, direction)
-                summary = (resume and finished(folder, cfg)) or run(cfg, out=folder, console=Console(quiet=True))
+                summary = (resume and finished(folder, cfg)) or run(  # the point folders belong to this sweep
+                    cfg, out=folder, console=Console(quiet=True), force=True)
                 rows.append(row(point, summary, nones.get(seed), out, seed))
                 nones.setdefault(seed, rows[-1])
                 write_csv(rows, out / "sweep.csv")
@@ -281,21 +310,24 @@ def sweep_codec(base: RunConfig, points: list[Point], direction: str, out: Path,
                       f"(mean of the last {TAIL:.0%} of rounds) / that of the same seed's uncompressed run, "
                       "averaged over the seeds", direction)
     model.save(out / "accuracy_model.json")
-    notes = report.findings(rows, means, direction, max_loss)
+    warned = fit_warnings(model)
+    notes = [f"Warning: {w}." for w in warned] + report.findings(rows, means, direction, max_loss)
     report.plot_tradeoff(means, direction, max_loss, out / "tradeoff.png")
     report.plot_fit(model, out / "fit.png")
     test_size = len(load_data(base.data).test_y)  # the resolution of every accuracy in the table
     (out / "sweep.md").write_text(report.markdown(rows, means, model, base, command, direction, seeds, test_size,
                                                   notes))
     console.print(report.rich_table(rows, f"codec sweep ({direction} link(s))", width=console.width))
-    for n in notes:
+    for n in notes[len(warned):]:
         console.print(f"• {n}")
+    for w in warned:
+        console.print(f"[yellow bold]warning:[/yellow bold] {w}")
     coefs = ", ".join(f"{t}: {c:.4g}" for t, c in zip(TERMS, model.coef))
     console.print(f"A(ρ, E) fit (relative accuracy, mean of {len(seeds)} seed(s), monotone): MSE {model.mse():.3e}; "
                   f"{coefs}")
     if save_default:
-        path = DATA_DIR / f"accuracy_{direction}.json"
+        path = save_default_path(direction)
         model.save(path)
-        console.print(f"saved as the package's model for the {direction} link(s): {path}")
+        console.print(f"saved as the shipped model of this source checkout for the {direction} link(s): {path}")
     console.print(f"sweep folder: [bold]{out}[/bold]")
     return {"rows": rows, "means": means, "model": model, "notes": notes, "out": out}

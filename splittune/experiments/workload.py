@@ -19,6 +19,12 @@ from splittune.runtime.batches import derive_seed, num_examples, shuffled_batche
 from splittune.schemes.base import local_steps
 
 
+def device_parts(cfg, groups: np.ndarray) -> list[np.ndarray]:
+    """The run's partition of training examples with these labels across its devices."""
+    return partition(groups, cfg.devices, cfg.data.partition, alpha=cfg.data.alpha, seed=cfg.data.seed,
+                     shards_per_device=cfg.data.shards_per_device, min_per_device=cfg.data.min_per_device)
+
+
 def device_datasets(cfg, data, tokenizer) -> tuple[list[dict], dict, np.ndarray, list[np.ndarray]]:
     """(every device's tensorized training share, the test set, the partition's labels, its parts)."""
     if cfg.task == "causal_lm":
@@ -30,11 +36,7 @@ def device_datasets(cfg, data, tokenizer) -> tuple[list[dict], dict, np.ndarray,
         train = tensorize(data.train_x, data.train_y, tokenizer, cfg.model.max_length)
         test = tensorize(data.test_x, data.test_y, tokenizer, cfg.model.max_length)
         groups = data.train_y
-    # causal LM: the partition's "labels" are the examples' groups (chatterbot topic, play)
-    parts = partition(
-        groups, cfg.devices, cfg.data.partition, alpha=cfg.data.alpha, seed=cfg.data.seed,
-        shards_per_device=cfg.data.shards_per_device, min_per_device=cfg.data.min_per_device,
-    )
+    parts = device_parts(cfg, groups)  # causal LM: the "labels" are the examples' groups (topic, play)
     return [{k: v[torch.as_tensor(idx)] for k, v in train.items()} for idx in parts], test, groups, parts
 
 

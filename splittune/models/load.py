@@ -39,15 +39,75 @@ def _tokenizer(path):
 
 def load_tokenizer(name: str):
     """The tokenizer `load_model(name, ...)` returns for text, without loading any weights."""
+    if name.startswith("tiny-"):  # tiny text models use MiniLM's vocabulary
+        return _tokenizer(minilm_path())
+    return _tokenizer(resolve(name))
+
+
+_MODEL_NAMES = (f"give '{DEFAULT_MODEL}', gemma3-270m, one of tiny-{{{','.join(TINY_FAMILIES)}}}, a local folder, "
+                f"or a hub name on a machine with network access")
+
+
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the Hugging Face hub can be reached now: False under HF_HUB_OFFLINE=1 or without a network,
+    so a hub name that is not cached fails at once instead of after transformers' retries (about 30 s)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def resolve(name: str) -> str:
+    """What `from_pretrained` should read for `model.name`: a local folder, the cached snapshot of a hub
+    name, or the hub name itself when the hub is reachable; a clear ValueError otherwise."""
     from splittune.models.gemma import NAME as GEMMA
 
-    if name.startswith("tiny-") or name == DEFAULT_MODEL:  # tiny text models use MiniLM's vocabulary
-        return _tokenizer(minilm_path())
+    if name == DEFAULT_MODEL:
+        return str(minilm_path())
     if name == GEMMA:
         from splittune.models.gemma import local_path
 
-        return _tokenizer(local_path())
-    return _tokenizer(name)
+        return str(local_path())  # the first call dequantizes the GGUF into the cache (once)
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(name, local_files_only=True)  # the cache: no network, no retries
+    except HFValidationError:
+        raise ValueError(f"model.name={name!r} is neither a folder nor a valid hub name; {_MODEL_NAMES}") from None
+    except LocalEntryNotFoundError:  # not cached
+        if not hub_reachable():
+            raise ValueError(f"model.name={name!r} is not a local folder, not in the Hugging Face cache, and the hub "
+                             f"cannot be reached (no network, or HF_HUB_OFFLINE=1); {_MODEL_NAMES}") from None
+    return name
+
+
+def model_config(name: str):
+    """The transformers config of `model.name`, read without its weights (tiny models are built: they
+    are tiny)."""
+    from transformers import AutoConfig
+
+    if name.startswith("tiny-"):
+        family = name.removeprefix("tiny-")
+        if family not in TINY_FAMILIES:
+            raise ValueError(f"model.name={name!r}: unknown tiny family; choose tiny-{{{','.join(TINY_FAMILIES)}}}")
+        return tiny_model(family).config
+    try:
+        return AutoConfig.from_pretrained(resolve(name))
+    except OSError as e:
+        raise ValueError(f"model.name={name!r}: cannot read its config ({str(e).splitlines()[0]}); "
+                         f"{_MODEL_NAMES}") from None
 
 
 TASKS = ("classification", "causal_lm")
@@ -101,12 +161,7 @@ def _load(name: str, *, num_labels: int, modality: str, seed: int, task: str):
         # the tokenizer's pad id, so that a decoder classifier pools at the last real token, not in the padding
         model.config.pad_token_id = tok.pad_token_id
         return model, tok
-    if name == GEMMA:
-        from splittune.models.gemma import local_path
-
-        path = local_path()
-    else:
-        path = minilm_path() if name == DEFAULT_MODEL else name
+    path = resolve(name)
     from transformers import (
         AutoConfig,
         AutoModelForCausalLM,
@@ -135,8 +190,5 @@ def _load(name: str, *, num_labels: int, modality: str, seed: int, task: str):
             config.pad_token_id = tok.pad_token_id
         model = AutoModelForSequenceClassification.from_pretrained(str(path), config=config)
     except OSError as e:
-        raise ValueError(
-            f"model.name={name!r}: could not load it with from_pretrained ({e}). Give a local folder, a hub name "
-            f"on a machine with network access, '{DEFAULT_MODEL}', or one of tiny-{{{','.join(TINY_FAMILIES)}}}."
-        ) from None
+        raise ValueError(f"model.name={name!r}: could not load it with from_pretrained ({e}); {_MODEL_NAMES}") from None
     return model, tok

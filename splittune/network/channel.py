@@ -59,8 +59,8 @@ class PathLossConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     distances_m: list[float] | None = Field(default=None, description="one per device; None: drawn")
-    min_m: float = Field(default=20.0, gt=0)
-    max_m: float = Field(default=200.0, gt=0)
+    min_m: float = Field(default=20.0, gt=0, description="nearest device of the distance draw (m)")
+    max_m: float = Field(default=200.0, gt=0, description="farthest device of the distance draw (m)")
     ref_distance_m: float = Field(default=100.0, gt=0, description="distance at which snr_db holds")
     exponent: float = Field(default=3.0, ge=2.0, le=6.0, description="path-loss exponent eta")
 
@@ -80,8 +80,10 @@ class ChannelConfig(BaseModel):
     max_share_hz: float | None = Field(default=None, gt=0, description="b_max per device (eq. 27f); None: B")
     snr_db: float | list[float] = Field(default=17.0, description="uplink mean SNR, one value or one per device")
     downlink_snr_db: float | list[float] | None = Field(default=None, description="None: same as snr_db")
-    path_loss: PathLossConfig | None = None
-    fading: Literal["none", "rayleigh"] = "none"
+    path_loss: PathLossConfig | None = Field(default=None, description="distance-dependent SNR; null: every device "
+                                             "at snr_db")
+    fading: Literal["none", "rayleigh"] = Field(default="none", description="none: the mean SNR every round; "
+                                                "rayleigh: block fading redrawn every round")
     outage_snr_db: float | None = Field(
         default=None, ge=-20, le=40, description="below this SNR a link is in outage and waits for the fading to "
         "redraw (needs fading=rayleigh); None: no outage")

@@ -32,7 +32,8 @@ from splittune.network.profiles import (
 class FleetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    profiles: list[str] = Field(default=["jetson-nano"], min_length=1, description="cycled over the devices")
+    profiles: list[str] = Field(default=["jetson-nano"], min_length=1,
+                                description="device profiles (`splittune profiles` lists them), cycled over the devices")
     f_range_ghz: tuple[float, float] | None = Field(
         default=None, description="redraw each device's clock f ~ U(low, high) GHz (seeded); None: catalogue f"
     )
@@ -47,7 +48,7 @@ class FleetConfig(BaseModel):
 class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    profile: str = "edge-server"
+    profile: str = Field(default="edge-server", description="the edge server's profile (`splittune profiles` lists them)")
 
 
 class CloudConfig(BaseModel):
@@ -61,6 +62,10 @@ class CloudConfig(BaseModel):
     )
 
 
+PRESET_HELP = {
+    "sft-paper": "SFT §VIII-A, device clocks U(0.5, 1.5) GHz, 5 MHz, 17 dB, constant channel",
+    "dynamic": "sft-paper plus path loss (20-200 m) and Rayleigh block fading per round",
+}
 _PRESETS: dict[str, dict[str, Any]] = {
     "sft-paper": {"fleet": {"f_range_ghz": (0.5, 1.5)}},
     "dynamic": {"fleet": {"f_range_ghz": (0.5, 1.5)},
@@ -85,20 +90,39 @@ class World:
 
 
 class ScenarioConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # `preset` is the key users write; the attribute is `preset_name` because `preset()` builds one
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
+    preset_name: Literal[tuple(_PRESETS)] | None = Field(  # type: ignore[valid-type]
+        default=None, alias="preset",
+        description="the named world the other scenario keys start from (they change it key by key): "
+        + "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()) + "; none: one Jetson Nano type, constant channel",
+    )
     fleet: FleetConfig = FleetConfig()
     server: ServerConfig = ServerConfig()
     channel: ChannelConfig = ChannelConfig()
     edges: int = Field(default=2, ge=1, description="hierarchical: edge servers between the users and the cloud")
     cloud: CloudConfig = CloudConfig()
     profiles_file: Path | None = Field(default=None, description="YAML with extra device/server profiles")
-    seed: int = 0
+    seed: int = Field(default=0, description="seed of the fleet's clock draw, the device distances and the fading")
     distribution: Literal["broadcast", "unicast"] = Field(
         default="broadcast",
         description="how the frozen blocks and the global adapter reach the devices (ED): one broadcast that every "
         "device hears, counted once in bytes, time and energy (eq. 11), or one unicast message per device",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        # `scenario: dynamic`, or `{preset: dynamic, seed: 3}`: the preset's keys, then the given ones over them
+        if isinstance(data, str):
+            data = {"preset": data}
+        if isinstance(data, dict) and data.get("preset") is not None:
+            name = data["preset"]
+            if name not in _PRESETS:
+                raise ValueError(f"unknown scenario preset {name!r}; known: {', '.join(sorted(_PRESETS))}")
+            data = {**_merge(_PRESETS[name], {k: v for k, v in data.items() if k != "preset"}), "preset": name}
+        return data
 
     @model_validator(mode="after")
     def _known_profiles(self) -> ScenarioConfig:
@@ -123,7 +147,7 @@ class ScenarioConfig(BaseModel):
         """A named preset, with `overrides` merged into it key by key (nested dicts merged too)."""
         if name not in _PRESETS:
             raise ValueError(f"unknown scenario preset {name!r}; known: {', '.join(sorted(_PRESETS))}")
-        return cls.model_validate(_merge(_PRESETS[name], overrides))
+        return cls.model_validate({**overrides, "preset": name})
 
     def build(self, n_devices: int) -> World:
         if n_devices <= 0:

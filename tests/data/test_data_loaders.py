@@ -106,10 +106,11 @@ def test_local_missing_field_and_file_are_named(tmp_path, kind):
         load_data(DataConfig(name=kind, path=path, label_field="topic"))
     with pytest.raises(ValueError, match="text_field='body'"):
         load_data(DataConfig(name=kind, path=path, text_field="body"))
-    with pytest.raises(FileNotFoundError, match="test_path="):
-        load_data(DataConfig(name=kind, path=path, test_path=tmp_path / "nope"))
-    with pytest.raises(FileNotFoundError, match="path="):
-        load_data(DataConfig(name=kind, path=tmp_path / "nope"))
+    # a missing file is caught by the config, before anything loads
+    with pytest.raises(ValidationError, match="test_path"):
+        DataConfig(name=kind, path=path, test_path=tmp_path / "nope")
+    with pytest.raises(ValidationError, match="path"):
+        DataConfig(name=kind, path=tmp_path / "nope")
 
 
 def test_jsonl_bad_line_is_located(tmp_path):
@@ -121,8 +122,8 @@ def test_jsonl_bad_line_is_located(tmp_path):
 
 def test_hf_without_datasets_says_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import fails as if not installed
-    with pytest.raises(ImportError, match="datasets"):
-        load_data(DataConfig(name="hf", hf_name="imdb"))
+    with pytest.raises(ValidationError, match="datasets"):
+        DataConfig(name="hf", hf_name="imdb")
 
 
 @pytest.mark.parametrize(

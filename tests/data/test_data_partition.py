@@ -105,7 +105,7 @@ def test_stats_and_table_agree_with_parts():
 @pytest.mark.parametrize(
     "kwargs, field",
     [
-        (dict(n_devices=0), "n_devices"),
+        (dict(n_devices=0), "devices"),
         (dict(alpha=0.0), "alpha"),
         (dict(alpha=float("nan")), "alpha"),
         (dict(scheme="random"), "iid, dirichlet, shards"),

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from splittune import split_model
 from splittune.cli import app
 from splittune.experiments.config import ConfigError, load_config
-from splittune.experiments.generate import adapter_dir
+from splittune.models.saved import adapter_dir
 from splittune.experiments.run import build_setup, run
 from splittune.models.load import load_model
 from splittune.runtime.adapters import GLOBAL

@@ -229,3 +229,22 @@ def test_seeds_run_every_point_per_seed_relative_to_that_seeds_none(tmp_path):
     assert "--seeds=0,1" in model.source and "Mean over seeds" in (out / "sweep.md").read_text()
     with pytest.raises(ValueError, match="fitted with the up and down links compressed.*compresses up"):
         model.check_links(["up"], "planning.links=up")
+
+def test_degenerate_fits_are_flagged():
+    rho, levels = np.array([0.1, 0.5, 0.1, 0.5]), np.array([4.0, 4, 16, 16])
+    flat = sweep.fit(_rows(rho, levels, np.ones(4)), "test")
+    assert "same relative accuracy" in " ".join(sweep.fit_warnings(flat))
+    exact = sweep.fit(_rows(rho, levels, np.array([0.9, 0.97, 0.95, 1.0])), "test")
+    assert "pass through every point" in " ".join(sweep.fit_warnings(exact))
+    rho, levels = (g.ravel() for g in np.meshgrid([0.05, 0.1, 0.2, 0.5, 1.0], [2.0, 4.0, 8.0, 16.0]))
+    noisy = 1 - 0.1 / (rho * levels) + np.random.default_rng(0).normal(0, 0.01, rho.size)
+    assert sweep.fit_warnings(sweep.fit(_rows(rho, levels, noisy), "test")) == []
+
+
+def test_save_default_refuses_an_installed_package(tmp_path, monkeypatch):
+    installed = tmp_path / "lib" / "site-packages" / "splittune" / "planning" / "data"
+    monkeypatch.setattr(sweep, "DATA_DIR", installed)
+    result = runner.invoke(app, ["sweep", "codec", *TINY, "--rhos", "0.5", "--levels", "4",
+                                 "--out", str(tmp_path / "sweep"), "--save-default"])
+    assert result.exit_code == 2 and "--save-default" in result.output and "planning.accuracy_model" in result.output
+    assert not (tmp_path / "sweep").exists() and not installed.exists()  # refused before any run
