@@ -44,7 +44,7 @@ def check_model(cfg: RunConfig) -> None:
     if not images and positions and cfg.model.max_length > positions:
         raise ValueError(f"model.max_length={cfg.model.max_length} is longer than model.name={name!r} can read "
                          f"({positions} positions); use model.max_length <= {positions}")
-    if "split.cut" not in SCHEMES[cfg.scheme].ignores:
+    if "split.cut" not in SCHEMES[cfg.scheme].ignores and cfg.planning.cut != "mincut":  # mincut chooses it later
         try:
             check_cuts([cfg.split.cut], hf.num_hidden_layers)
         except ValueError as e:
