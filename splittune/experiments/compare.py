@@ -37,7 +37,11 @@ from splittune.experiments.report import human_bytes
 from splittune.network.trace import BYTE_KINDS
 from splittune.schemes import SCHEMES
 
-SPECIAL = {"sft-nocomp": ("sft", ("codec.up=none", "codec.down=none"))}  # the paper's "SFT w/o compression"
+SPECIAL = {
+    "sft-nocomp": ("sft", ("codec.up=none", "codec.down=none")),  # the paper's "SFT w/o compression"
+    "sl-card": ("sl", ("planning.server_compute=card",)),  # CARD's cut and server clock per device (2412.00090)
+    "sft-mincut": ("sft", ("planning.cut=mincut",)),  # the block-wise min-cut cut (2507.01041)
+}
 DEFAULT_SCHEMES = "fl,sl,sfl,sft-nocomp,sft"
 DEFAULT_TARGETS = "fl-best,common"
 NAMED_TARGETS = ("fl-best", "common")
