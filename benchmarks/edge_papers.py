@@ -9,7 +9,7 @@ per headline in `headlines.md`: the paper's figure, what ours is measured agains
 Extra key=value overrides go to every run.
 
 - hetero (2506.02940; "-79% memory footprint, -6% training time"): the devices' memory budgets
-  of configs/hetero-fleet.yaml hold cuts 1, 2, 3 and 5. Baselines: `sft` and `sfl` at cut 1, the
+  of configs/profiles/hetero-fleet.yaml hold cuts 1, 2, 3 and 5. Baselines: `sft` and `sfl` at cut 1, the
   deepest cut every device holds. Memory: the server's peak and the devices' peak against both;
   time: `hetero` with the scheduled server order (`planning.order=auto`) against FIFO.
 - CARD (2412.00090; "average training delay -70.8%, server energy -53.1%"): `sl-card` against
@@ -30,7 +30,7 @@ from rich.console import Console
 
 from splittune.experiments.compare import compare, parse_rows
 
-HETERO = ["scenario.profiles_file=configs/hetero-fleet.yaml", "scenario.fleet.profiles=[mem-30m,mem-60m,mem-90m,mem-135m]"]
+HETERO = ["scenario.profiles_file=configs/profiles/hetero-fleet.yaml", "scenario.fleet.profiles=[mem-30m,mem-60m,mem-90m,mem-135m]"]
 STUDIES = {
     "hetero": (HETERO, ["sft:split.cut=1", "sfl:split.cut=1", "hetero", "hetero-scheduled:planning.order=auto"]),
     "card": ([], ["sl:split.cut=3", "sl-card:planning.server_compute=card"]),
