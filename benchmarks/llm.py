@@ -30,7 +30,7 @@ from splittune.models.families import family_of, set_checkpointing
 from splittune.models.load import load_model
 from splittune.models.lora import LoraSettings, attach_lora
 from splittune.network.trace import DeviceRoundWork
-from splittune.runtime.batches import shuffled_batches
+from splittune.runtime.batches import ShuffledBatches
 from splittune.schemes import SFT, Setup
 from splittune.schemes.base import make_optimizer_factory
 from splittune.schemes.config import CodecPair, TrainConfig
@@ -77,7 +77,7 @@ def main() -> None:
     train = TrainConfig(batch_size=args.batch, local_steps=args.steps, optimizer="adamw", lr=1e-3)
     base, tok = load_model(args.model, num_labels=1, task="causal_lm")
     tensors = _data(tok, args.max_length)
-    batches = [b for _, b in zip(range(args.steps), shuffled_batches(tensors, args.batch, 0, True))]
+    batches = [b for _, b in zip(range(args.steps), ShuffledBatches(tensors, args.batch, 0, True))]
 
     # 1. step time, split vs unsplit
     plain = attach_lora(load_model(args.model, num_labels=1, task="causal_lm")[0], LORA)

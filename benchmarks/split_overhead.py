@@ -20,7 +20,7 @@ import torch
 from splittune.data import DataConfig, load_data
 from splittune.models.load import load_model
 from splittune.models.lora import LoraSettings, attach_lora
-from splittune.runtime.batches import shuffled_batches, tensorize
+from splittune.runtime.batches import ShuffledBatches, tensorize
 from splittune.schemes import SFT, Setup
 from splittune.schemes.base import make_optimizer_factory
 from splittune.schemes.config import CodecPair, TrainConfig
@@ -39,7 +39,7 @@ def main() -> None:
     train = TrainConfig(batch_size=args.batch, local_steps=args.steps)
     base, tok = load_model(args.model, num_labels=data.num_labels, seed=0)
     tensors = tensorize(data.train_x, data.train_y, tok, args.max_length)
-    batches = [b for _, b in zip(range(args.steps), shuffled_batches(tensors, args.batch, 0, True))]
+    batches = [b for _, b in zip(range(args.steps), ShuffledBatches(tensors, args.batch, 0, True))]
 
     plain = attach_lora(load_model(args.model, num_labels=data.num_labels, seed=0)[0], LoraSettings())
     plain.train()

@@ -15,6 +15,11 @@
    same number of steps, and `same losses` checks the variants trained exactly the same.
 2. Throughput: a `--mib` MiB message (random bytes) through the chunked stream, up (request, empty
    reply) and down (small request, large reply), median of 3, in MB/s (10^6 bytes per second).
+3. Time to resume from a checkpoint: one round of the same task is run into a temporary run folder,
+   then what `splittune run --resume` does is timed in its parts, until the scheme is ready for its
+   next step: read `checkpoint.safetensors`, rebuild the set-up (data, model, scheme: what a fresh
+   start also pays) and load the state into it; beside it, writing a checkpoint (snapshot + fsync'd
+   file), which every round pays.
 """
 
 from __future__ import annotations
@@ -24,14 +29,19 @@ import gc
 import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from splittune.experiments.config import load_config
-from splittune.experiments.run import build_setup
+from splittune.experiments.checkpointing import CHECKPOINT, load_run, save_run
+from splittune.experiments.run import build_setup, run
+from splittune.experiments.simulation import RoundSimulator
+from splittune.runtime.checkpoint import restore_rng
 from splittune.runtime.grpc_transport import GrpcServer, GrpcTransport
 from splittune.schemes import SCHEMES
 
@@ -95,6 +105,41 @@ def throughput(mib: int) -> tuple[float, float]:
     return len(payload) / statistics.median(up) / 1e6, len(payload) / statistics.median(down) / 1e6
 
 
+def resume_time(args) -> Table:
+    """The parts of a resume, timed (module docstring, 3)."""
+    overrides = ["scheme=sft", f"devices={args.devices}", f"train.local_steps={args.local_steps}", "train.rounds=2"]
+    cfg = load_config(None, overrides + ([f"model.name={args.model}"] if args.model else []))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "run"
+        # one of two rounds, then a stop: the state a resume starts from
+        cfg_one = cfg.model_copy(update={"train": cfg.train.model_copy(update={"rounds": 1})})
+        run(cfg_one, folder, Console(quiet=True))
+        size = (folder / CHECKPOINT).stat().st_size
+        t0 = time.perf_counter()
+        snap = load_run(folder)
+        t1 = time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        setup, _ = build_setup(cfg)
+        scheme = SCHEMES[cfg.scheme](setup)
+        simulator = RoundSimulator.from_config(cfg)
+        t2 = time.perf_counter()
+        scheme.restore(snap.part("scheme"))
+        simulator.restore(snap.part("simulator"))
+        restore_rng(snap.part("rng"))
+        t3 = time.perf_counter()
+        save_run(folder, scheme, simulator, snap.meta)
+        t4 = time.perf_counter()
+    table = Table(title=f"time to resume from a checkpoint (sft, {cfg.model.name}, {args.devices} devices; "
+                        f"checkpoint {size / 2**20:.1f} MiB)")
+    table.add_column("part")
+    table.add_column("s", justify="right")
+    for part, seconds in (("read the checkpoint", t1 - t0), ("set-up: data, model, scheme (as a fresh start)", t2 - t1),
+                          ("load the state into it", t3 - t2), ("resume total (ready for the next step)", t3 - t0),
+                          ("write a checkpoint (every round)", t4 - t3)):
+        table.add_row(part, f"{seconds:.3f}")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant")
@@ -139,6 +184,8 @@ def main() -> None:
             close()
     with console.status(f"throughput of a {args.mib} MiB message"):
         up, down = throughput(args.mib)
+    with console.status("time to resume from a checkpoint"):
+        resume_table = resume_time(args)
 
     model = args.model or load_config(None, []).model.name
     ref = sum(times["in-process"]) / steps["in-process"]
@@ -155,6 +202,7 @@ def main() -> None:
                       f"{per_step / ref:.3f}", "yes" if losses[label] == losses["in-process"] else "NO")
     console.print(table)
     console.print(f"chunked stream, {args.mib} MiB message (1 MiB chunks): up {up:.0f} MB/s, down {down:.0f} MB/s")
+    console.print(resume_table)
     console.print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPUs; "
         f"{args.warmup} warm-up + {args.rounds} timed rounds per transport, interleaved; load avg (1 min) "

@@ -17,12 +17,30 @@ def run(
     out: Annotated[Optional[Path], typer.Option(help="Write the run folder here instead of output_dir/<time>-<scheme>.")] = None,
     show_config: Annotated[bool, typer.Option(help="Print the resolved configuration (every key) and exit.")] = False,
     force: Annotated[bool, typer.Option(help="Replace the run already in --out (all of it, plots included).")] = False,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue the stopped run in this run folder from its last checkpoint (its config.yaml is used).",
+        metavar="RUN_DIR")] = None,
 ):
     """Run one experiment. With no arguments: the embedded default (MiniLM, chatterbot topics, 8 devices,
     Dirichlet alpha=0.5, cut after block 3, sft). Writes config.yaml, metrics.jsonl, summary.json,
-    report.md with plots, and the final LoRA adapter (PEFT format) to a run folder."""
+    report.md with plots, the final LoRA adapter (PEFT format) and a checkpoint after every round to a run
+    folder. Ctrl-C keeps the rounds done (summary.json "status": "interrupted") and exits with 130."""
+    from splittune.experiments.checkpointing import RunInterrupted
     from splittune.experiments.config import dump_config
 
+    if resume is not None:
+        if args or out or show_config or force:
+            fail("--resume takes no config, overrides, --out, --force or --show-config: the run folder's config.yaml "
+                 "is used")
+        from splittune.experiments.run import resume as resume_run
+
+        try:
+            resume_run(resume, console=console)
+        except RunInterrupted:
+            raise typer.Exit(code=130) from None
+        except (ValueError, ImportError) as e:  # CheckpointError and ConfigError among them
+            fail(str(e))
+        return
     try:
         with config_warnings():
             cfg = load_config(*config_and_overrides(args))
@@ -35,6 +53,8 @@ def run(
 
     try:
         run_experiment(cfg, out=out, console=console, force=force)
+    except RunInterrupted:
+        raise typer.Exit(code=130) from None
     except (ValueError, ImportError) as e:  # config values that fail against the model/data, a missing extra
         fail(str(e))
 

@@ -1,7 +1,8 @@
 """One experiment: build the setup, train round by round, write the run folder.
 
 The run folder holds `config.yaml` (fully resolved), `metrics.jsonl` (one object per round),
-`summary.json`, `report.md` with plots, and the final adapter in PEFT format under `adapter/`.
+`summary.json`, `report.md` with plots, the final adapter in PEFT format under `adapter/`, and
+`checkpoint.safetensors`, from which `resume` continues a stopped run (experiments/checkpointing.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from splittune.data import load_data, partition_stats, partition_table
 from splittune.data.causal import dialogue_prompt, held_out_prompts
 from splittune.experiments.card_plan import resolve_card
-from splittune.experiments.config import RunConfig, dump_config
+from splittune.experiments.checkpointing import RunInterrupted, load_run, resume_command, save_run, sigint_deferred
+from splittune.experiments.config import RunConfig, dump_config, load_config
 from splittune.experiments.cut_plans import resolve_cuts
 from splittune.experiments.mincut_plan import resolve_mincut
 from splittune.experiments.planning import predicted_round, resolve_planning
@@ -35,6 +37,7 @@ from splittune.models.generate import generate_texts
 from splittune.models.load import load_model
 from splittune.models.saved import base_record, finish_adapter, set_labels
 from splittune.models.split import check_cuts, num_blocks
+from splittune.runtime.checkpoint import Snapshot, restore_rng
 from splittune.schemes import SCHEMES, Setup
 
 
@@ -124,7 +127,9 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None,
     """Run one experiment and return its summary (also written to `summary.json`).
 
     Everything that can fail on the config fails before the run folder exists: a bad start leaves none.
-    An existing run folder at `out` is replaced only with `force`."""
+    An existing run folder at `out` is replaced only with `force`. Ctrl-C stops the run between two
+    checkpoints: the folder gets the rounds done (summary.json with "status": "interrupted", report,
+    adapter) and `RunInterrupted` is raised; `resume` continues it."""
     console = console or Console()
     cfg, plan = resolve_planning(cfg, console)  # P1 once, before training; config.yaml records the result
     cfg, cuts_plan = resolve_cuts(cfg, console)
@@ -147,68 +152,138 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None,
     if card or mincut:
         plan = {**(plan or {}), **(card or {}), **(mincut or {})}
     (out / "config.yaml").write_text(dump_config(cfg))
+    return _train(cfg, out, console, {"plan": plan}, (setup, stats, data, tokenizer), start)
+
+
+def resume(run_dir: Path, console: Console | None = None) -> dict:
+    """Continue the run in `run_dir` from its checkpoint, with the config (and decisions) it recorded."""
+    console = console or Console()
+    snap = load_run(run_dir)
+    cfg = load_config(Path(run_dir) / "config.yaml")
+    done = len(snap.meta["records"])
+    if done >= cfg.train.rounds and (Path(run_dir) / "summary.json").is_file() and \
+            json.loads((Path(run_dir) / "summary.json").read_text()).get("status") == "completed":
+        raise ValueError(f"{run_dir} is complete ({done} of {cfg.train.rounds} rounds): nothing to resume")
+    console.print(f"resuming {run_dir} after round {done} of {cfg.train.rounds}")
+    cfg.runtime.apply_threads()
+    torch.manual_seed(cfg.seed)
+    start = time.perf_counter()
+    setup, stats, (data, tokenizer) = build_setup_with_data(cfg, console)
+    return _train(cfg, Path(run_dir), console, snap.meta, (setup, stats, data, tokenizer), start, snap)
+
+
+def _train(cfg: RunConfig, out: Path, console: Console, state: dict, built, start: float,
+           checkpoint: Snapshot | None = None) -> dict:
+    """Train the rounds not done yet (all of them unless `checkpoint`), then write the results."""
+    setup, stats, data, tokenizer = built
     scheme = SCHEMES[cfg.scheme](setup)
-    prompts = held_out_prompts(data, GENERATIONS, tokenizer) if cfg.task == "causal_lm" else []
-    generations = {"prompts": prompts, "before": _generate(scheme, data, tokenizer, prompts)} if prompts else None
     simulator = RoundSimulator.from_config(cfg, predicted_round(cfg, data))
-    initial = scheme.evaluate() if cfg.task == "causal_lm" else None  # before any training
-    records = []
+    if checkpoint is None:
+        prompts = held_out_prompts(data, GENERATIONS, tokenizer) if cfg.task == "causal_lm" else []
+        state["generations"] = {"prompts": prompts, "before": _generate(scheme, data, tokenizer, prompts)} if prompts else None
+        state["initial"] = scheme.evaluate() if cfg.task == "causal_lm" else None  # before any training
+        state["records"] = []
+        save_run(out, scheme, simulator, state)
+    else:
+        scheme.restore(checkpoint.part("scheme"))
+        simulator.restore(checkpoint.part("simulator"))
+        restore_rng(checkpoint.part("rng"))
+    records = state["records"]
+    if records:  # wall-clock time goes on from where the stopped run was
+        start -= records[-1]["wall_s"]
     trackers = Trackers(cfg.logging, out, cfg.model_dump(mode="json"))
+    interrupted = False
     with (out / "metrics.jsonl").open("w") as metrics, Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"), console=console, transient=False,
     ) as progress:
-        task = progress.add_task(f"{cfg.scheme} rounds", total=cfg.train.rounds, status="")
-        for t in range(cfg.train.rounds):
-            result = scheme.run_round(t)
-            accuracy, test_loss = scheme.evaluate()
-            record = {
-                "round": t + 1,
-                "scheme": cfg.scheme,
-                "accuracy": accuracy,
-                "loss": test_loss,
-                **({"perplexity": math.exp(min(test_loss, 700.0))} if cfg.task == "causal_lm" else {}),
-                "train_loss": result.loss,
-                "bytes_up": result.bytes_up,
-                "bytes_down": result.bytes_down,
-                "bytes_by_kind": result.bytes_by_kind,
-                **{f"compression_{k}": v for k, v in result.compression.items()},
-                "device_peak_mem_bytes": result.device_memory.total if result.device_memory else None,
-                "server_peak_mem_bytes": result.server_memory.total if result.server_memory else None,
-                "device_memory": _mem(result.device_memory),
-                "server_memory": _mem(result.server_memory),
-                **{f"{tier}_peak_mem_bytes": m.total for tier, m in result.tier_memory.items() if m is not None},
-                "rejected": result.rejected,
-                **simulator.record(result.work, t),
-                "wall_s": time.perf_counter() - start,
-            }
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
-            trackers.log(record)
-            records.append(record)
-            status = f"acc {accuracy:.3f}  loss {test_loss:.3f}"
-            if cfg.task == "causal_lm":
-                status = f"token acc {accuracy:.3f}  ppl {record['perplexity']:.2f}"
-            progress.update(task, advance=1, status=status)
+        metrics.writelines(json.dumps(r) + "\n" for r in records)  # a resumed run drops what came after its checkpoint
+        metrics.flush()
+        task = progress.add_task(f"{cfg.scheme} rounds", total=cfg.train.rounds, completed=len(records), status="")
+        try:
+            for t in range(len(records), cfg.train.rounds):
+                result = scheme.run_round(t)
+                accuracy, test_loss = scheme.evaluate()
+                record = _record(cfg, t, result, accuracy, test_loss, simulator, start)
+                with sigint_deferred():  # the record and the checkpoint agree, whenever Ctrl-C comes
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                    records.append(record)
+                    save_run(out, scheme, simulator, state)
+                trackers.log(record)
+                status = f"acc {accuracy:.3f}  loss {test_loss:.3f}"
+                if cfg.task == "causal_lm":
+                    status = f"token acc {accuracy:.3f}  ppl {record['perplexity']:.2f}"
+                progress.update(task, advance=1, status=status)
+        except KeyboardInterrupt:
+            interrupted = True
     trackers.close()
+    if interrupted:  # back to the end of the last round done, as a resume will see it: a half round is not reported
+        last = load_run(out)
+        scheme.restore(last.part("scheme"))
+        simulator.restore(last.part("simulator"))
+    summary = _finish(cfg, out, console, scheme, simulator, state, start, built, interrupted)
+    if interrupted:
+        console.print(f"[yellow bold]interrupted[/] after {len(records)} of {cfg.train.rounds} rounds; "
+                      f"resume with: [bold]{resume_command(out)}[/bold]")
+        raise RunInterrupted(summary)
+    return summary
+
+
+def _record(cfg: RunConfig, t: int, result, accuracy: float, test_loss: float, simulator, start: float) -> dict:
+    return {
+        "round": t + 1,
+        "scheme": cfg.scheme,
+        "accuracy": accuracy,
+        "loss": test_loss,
+        **({"perplexity": math.exp(min(test_loss, 700.0))} if cfg.task == "causal_lm" else {}),
+        "train_loss": result.loss,
+        "bytes_up": result.bytes_up,
+        "bytes_down": result.bytes_down,
+        "bytes_by_kind": result.bytes_by_kind,
+        **{f"compression_{k}": v for k, v in result.compression.items()},
+        "device_peak_mem_bytes": result.device_memory.total if result.device_memory else None,
+        "server_peak_mem_bytes": result.server_memory.total if result.server_memory else None,
+        "device_memory": _mem(result.device_memory),
+        "server_memory": _mem(result.server_memory),
+        **{f"{tier}_peak_mem_bytes": m.total for tier, m in result.tier_memory.items() if m is not None},
+        "rejected": result.rejected,
+        **simulator.record(result.work, t),
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def _finish(cfg, out, console, scheme, simulator, state, start, built, interrupted) -> dict:
+    """Adapter, summary.json, plots and report of the rounds done."""
+    setup, stats, data, tokenizer = built
+    records, generations, plan = state["records"], state["generations"], state["plan"]
     scheme.save_adapter(out / "adapter")
     finish_adapter(scheme.model, out, base_record(cfg.model.name, seed=cfg.seed, dtype=cfg.model.dtype, task=cfg.task))
     if generations is not None:
-        generations["after"] = _generate(scheme, data, tokenizer, prompts)
-    last = records[-1]
+        generations["after"] = _generate(scheme, data, tokenizer, generations["prompts"])
     summary = {
         "scheme": cfg.scheme,
         "model": cfg.model.name,
         "task": cfg.task,
-        "rounds": cfg.train.rounds,
+        "status": "interrupted" if interrupted else "completed",
+        "rounds": len(records),
+        "rounds_planned": cfg.train.rounds,
         "devices": cfg.devices,
         "cut": setup.cuts if setup.cuts is not None  # per device (hetero)
         else None if "split.cut" in SCHEMES[cfg.scheme].ignores else cfg.split.cut,
+        "partition": stats,
+        "run_dir": str(out),
+    }
+    if not records:  # stopped before the first round ended: nothing to report yet
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+    last = records[-1]
+    summary.update({
         "final_accuracy": last["accuracy"],
         "best_accuracy": max(r["accuracy"] for r in records),
         "final_loss": last["loss"],
         **({"majority_accuracy": data.majority_accuracy} if hasattr(data, "majority_accuracy") else {}),
-        **(_perplexities(records, initial) if cfg.task == "causal_lm" else {}),
+        **(_perplexities(records, state["initial"]) if cfg.task == "causal_lm" else {}),
         **({"generations": generations} if generations else {}),
         "bytes_up_total": sum(r["bytes_up"] for r in records),
         "bytes_down_total": sum(r["bytes_down"] for r in records),
@@ -219,11 +294,9 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None,
         **{f"{tier}_peak_mem_bytes": max(r[f"{tier}_peak_mem_bytes"] for r in records)
            for tier in ("user", "edge", "cloud") if f"{tier}_peak_mem_bytes" in last},
         "wall_s": time.perf_counter() - start,
-        "partition": stats,
         **simulator.summary(),
         **({"plan": plan} if plan else {}),
-        "run_dir": str(out),
-    }
+    })
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     simulator.plot_last_round(out / "round_gantt.png")
     write_report(out, cfg, records, summary)

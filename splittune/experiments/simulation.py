@@ -30,6 +30,7 @@ from splittune.network.trace import RoundWork
 from splittune.planning.bandwidth import make_allocator
 from splittune.planning.config import PlanningConfig
 from splittune.planning.ordering import OrderProblem, schedule
+from splittune.runtime.checkpoint import Snapshot, generators_snapshot, restore_generators
 
 
 def stage_times(d: RoundDurations) -> np.ndarray:
@@ -70,6 +71,8 @@ class RoundSimulator:
         self.sim_time_s = 0.0
         self.energy_j = {"device": 0.0, "server": 0.0}
         self.last: RoundTimeline | None = None
+        # what `last` was simulated from, so a resumed run can draw the same Gantt chart
+        self._last_input: tuple[RoundWork, int, Snapshot, RoundWork | None] | None = None
 
     @classmethod
     def from_config(cls, cfg, prediction: RoundWork | None = None) -> RoundSimulator:
@@ -107,6 +110,7 @@ class RoundSimulator:
         """The simulated fields of round `round_idx`'s metrics record ({} when nothing was recorded)."""
         if work is None:
             return {}
+        self._last_input = (work, round_idx, generators_snapshot(self.allocator), self.expected)
         timeline, oracle = self.simulate_both(work, round_idx)
         self.last = timeline
         self.sim_time_s += timeline.makespan_s
@@ -128,6 +132,36 @@ class RoundSimulator:
             "critical_device": timeline.critical_device,
             "bandwidth_hz": {str(d): hz for d, hz in timeline.bandwidth_hz.items()},
         }
+
+    def snapshot(self) -> Snapshot:
+        """The clock and energy so far, the allocator's random state, the round expected next, and the
+        last round's input (its work, and the allocator and expectation it was decided with)."""
+        def work(w: RoundWork | None) -> dict | None:
+            return None if w is None else dataclasses.asdict(w)
+
+        snap = Snapshot(meta={"sim_time_s": self.sim_time_s, "energy_j": dict(self.energy_j),
+                              "expected": work(self.expected), "last": None})
+        snap.nest("allocator", generators_snapshot(self.allocator))
+        if self._last_input is not None:
+            done, round_idx, allocator, expected = self._last_input
+            snap.meta["last"] = {"work": work(done), "round": round_idx, "allocator": allocator.meta,
+                                 "expected": work(expected)}
+        return snap
+
+    def restore(self, snap: Snapshot) -> None:
+        def work(d: dict | None) -> RoundWork | None:
+            return None if d is None else RoundWork.from_dict(d)
+
+        last = snap.meta["last"]
+        if last is not None:  # the last round re-simulated as it was decided, for its Gantt chart
+            done, allocator = work(last["work"]), Snapshot(meta=last["allocator"])
+            restore_generators(self.allocator, allocator)
+            self.expected = work(last["expected"])
+            self._last_input = (done, last["round"], allocator, self.expected)
+            self.last = self.simulate(done, last["round"])
+        restore_generators(self.allocator, snap.part("allocator"))
+        self.expected = work(snap.meta["expected"])
+        self.sim_time_s, self.energy_j = snap.meta["sim_time_s"], dict(snap.meta["energy_j"])
 
     def summary(self) -> dict:
         """Run totals for `summary.json` ({} when no round was simulated)."""

@@ -15,7 +15,7 @@ import torch
 
 from splittune.data import partition, tensorize_causal
 from splittune.planning.from_network import Workload
-from splittune.runtime.batches import derive_seed, num_examples, shuffled_batches, tensorize
+from splittune.runtime.batches import ShuffledBatches, derive_seed, num_examples, tensorize
 from splittune.schemes.base import local_steps
 
 
@@ -51,7 +51,7 @@ def predicted_workload(cfg, data, seq_len: int, round_idx: int | None = None) ->
     steps, rows, seq = [], [], []
     for n, share in enumerate(shares):
         k = local_steps(cfg.train, num_examples(share))
-        stream = shuffled_batches(share, cfg.train.batch_size, derive_seed(cfg.seed, n), cfg.train.group_by_length)
+        stream = ShuffledBatches(share, cfg.train.batch_size, derive_seed(cfg.seed, n), cfg.train.group_by_length)
         batches = [next(stream) for _ in range(k * (cfg.train.rounds if round_idx is None else round_idx + 1))]
         if round_idx is not None:
             batches = batches[k * round_idx:]

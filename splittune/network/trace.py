@@ -215,6 +215,15 @@ class RoundWork(_ByDirection):
             return [[d] for d in ids]
         return [ids] if self.schedule == "sequential" else [list(g) for g in self.groups]
 
+    @classmethod
+    def from_dict(cls, d: dict) -> RoundWork:
+        """The inverse of `dataclasses.asdict` (a checkpoint keeps the last round's work as JSON)."""
+        def step(s: dict) -> StepWork:
+            return StepWork(**{**s, "relay": step(s["relay"]) if s["relay"] is not None else None})
+
+        devices = [DeviceRoundWork(**{**w, "steps": [step(s) for s in w["steps"]]}) for w in d["devices"]]
+        return cls(**{**d, "devices": devices, "lanes": [LaneWork(**lane) for lane in d["lanes"]]})
+
     @property
     def broadcast_bytes(self) -> int:
         return self.broadcast_model_bytes + self.broadcast_adapter_bytes

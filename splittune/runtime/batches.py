@@ -61,27 +61,50 @@ def lengths(data: dict[str, torch.Tensor]) -> torch.Tensor | None:
     return data["attention_mask"].sum(1) if "attention_mask" in data else None
 
 
-def shuffled_batches(data: dict[str, torch.Tensor], batch_size: int, seed: int,
-                     group_by_length: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+class ShuffledBatches:
     """Endless mini-batches: a fresh seeded permutation every local epoch, the last batch may be short.
 
     With `group_by_length` (text only), every pool of POOL_BATCHES batches of the permutation is sorted by
     length before it is cut into batches, and the epoch's batches are then shuffled. A batch pads to its
     longest member, so on short, long-tailed texts this halves the tokens a step computes on.
+
+    `position` counts the batches handed out; `seek(position)` puts a fresh stream at the same place by
+    replaying its permutations (no batch is materialised), which is what a resumed run needs.
     """
-    n = num_examples(data)
-    gen = torch.Generator().manual_seed(seed)
-    size = lengths(data) if group_by_length else None
-    while True:
-        order = torch.randperm(n, generator=gen)
-        if size is None:
-            batches = list(order.split(batch_size))
-        else:
-            batches = [b for pool in order.split(batch_size * POOL_BATCHES)
-                       for b in pool[torch.sort(size[pool], descending=True, stable=True).indices].split(batch_size)]
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=gen)]
-        for idx in batches:
-            yield take(data, idx)
+
+    def __init__(self, data: dict[str, torch.Tensor], batch_size: int, seed: int, group_by_length: bool = False):
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.size = lengths(data) if group_by_length else None
+        self.seek(0)
+
+    def seek(self, position: int) -> None:
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.position, self._epoch, self._next = 0, [], 0
+        for _ in range(position):
+            self._indices()
+
+    def __iter__(self) -> ShuffledBatches:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        return take(self.data, self._indices())
+
+    def _indices(self) -> torch.Tensor:
+        if self._next == len(self._epoch):
+            self._epoch, self._next = self._new_epoch(), 0
+        idx = self._epoch[self._next]
+        self._next += 1
+        self.position += 1
+        return idx
+
+    def _new_epoch(self) -> list[torch.Tensor]:
+        order = torch.randperm(num_examples(self.data), generator=self.gen)
+        if self.size is None:
+            return list(order.split(self.batch_size))
+        pools = order.split(self.batch_size * POOL_BATCHES)
+        batches = [b for pool in pools
+                   for b in pool[torch.sort(self.size[pool], descending=True, stable=True).indices].split(self.batch_size)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=self.gen)]
 
 
 def eval_batches(data: dict[str, torch.Tensor], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:

@@ -10,7 +10,7 @@ process or across machines.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +27,8 @@ from splittune.runtime.adapters import (
     load_slots,
     own_parameters,
 )
-from splittune.runtime.batches import derive_seed, seed_dropout
+from splittune.runtime.batches import ShuffledBatches, derive_seed, seed_dropout
+from splittune.runtime.checkpoint import Snapshot, load_optimizer, load_tensors, optimizer_snapshot, tensors_snapshot
 from splittune.runtime.messages import (
     Message,
     MessageError,
@@ -48,7 +49,7 @@ class DeviceWorker:
         self,
         index: int,
         stage: Stage,
-        batches: Iterator[dict],
+        batches: ShuffledBatches,
         num_samples: int,
         make_optimizer: OptimizerFactory,
         codecs: tuple[Codec, Codec],
@@ -79,6 +80,23 @@ class DeviceWorker:
         self._broadcast_model_spec = state_spec(frozen_state(sent, all_adapters))
         self._own_adapter_spec = {k: (tuple(p.shape), p.dtype) for k, p in self.slots.items()}
         self._broadcast_adapter_spec = {k: (tuple(p.shape), p.dtype) for k, p in adapter_slots(sent, self.adapter).items()}
+
+    def snapshot(self) -> Snapshot:
+        """What this device carries from one round to the next: its adapter, its optimizer, where its data
+        stream is, the round it last trained in, and the running byte counts behind the compression ratios."""
+        snap = Snapshot().nest("adapter", tensors_snapshot(self.slots))
+        snap.nest("optimizer", optimizer_snapshot(self.optimizer))
+        snap.meta["meters"] = [m.cached() for m in (self.activations, self.fwd_flops, self.bwd_flops)]
+        snap.meta.update(position=self.batches.position, round=self.round, cut_bytes={k: list(v) for k, v in self.cut_bytes.items()})
+        return snap
+
+    def restore(self, snap: Snapshot) -> None:
+        load_tensors(self.slots, snap.part("adapter"), f"device {self.index}'s adapter")
+        load_optimizer(self.optimizer, snap.part("optimizer"))
+        self.batches.seek(snap.meta["position"])
+        for meter, cached in zip((self.activations, self.fwd_flops, self.bwd_flops), snap.meta["meters"]):
+            meter.load_cached(cached)
+        self.round, self.cut_bytes = snap.meta["round"], {k: list(v) for k, v in snap.meta["cut_bytes"].items()}
 
     def _call(self, method: str, request: Message, work: DeviceRoundWork) -> bytes:
         """Send a request whose reply carries the payload; the request itself is control traffic."""

@@ -28,6 +28,7 @@ from splittune.network.memory import MemoryBreakdown
 from splittune.network.trace import LaneWork
 from splittune.runtime.adapters import copy_slots, device_adapter, frozen_state, load_slots
 from splittune.runtime.batches import derive_seed
+from splittune.runtime.checkpoint import Snapshot
 from splittune.runtime.device import exchange
 from splittune.runtime.messages import Message, MessageKind, decode, decode_state_dict, encode_state_dict, state_spec
 from splittune.runtime.metering import FlopMeter
@@ -52,6 +53,15 @@ class EdgeServer(SplitServer):
         self._adapter_spec = state_spec(copy_slots(self.own))
         self.bwd_flops = FlopMeter()
         self._lane, self._up_step = LaneWork(), 0
+
+    def snapshot(self) -> Snapshot:
+        snap = super().snapshot()
+        snap.meta["backward_meter"] = self.bwd_flops.cached()
+        return snap
+
+    def restore(self, snap: Snapshot) -> None:
+        super().restore(snap)
+        self.bwd_flops.load_cached(snap.meta["backward_meter"])
 
     def handlers(self):
         return {"train_step": self.train_step, "download_model": self.forward_model,
@@ -154,6 +164,18 @@ class Cloud:
         """The largest edge's peak since the last call."""
         peaks = [m for m in (e.memory.reset() for e in self.edges) if m is not None]
         return max(peaks, key=lambda m: m.total, default=None)
+
+    def snapshot(self) -> Snapshot:
+        snap = Snapshot().nest("cloud", self.server.snapshot()).nest("users", self.users.snapshot())
+        for e in self.edges:
+            snap.nest(f"edge{e.index}", e.snapshot())
+        return snap
+
+    def restore(self, snap: Snapshot) -> None:
+        self.server.restore(snap.part("cloud"))
+        self.users.restore(snap.part("users"))
+        for e in self.edges:
+            e.restore(snap.part(f"edge{e.index}"))
 
     def start_round(self, round_idx: int) -> None:
         self.users.start_round(round_idx)

@@ -32,6 +32,15 @@ class ShapeCachedMeter:
         """How many distinct shapes have been measured."""
         return len(self._cache)
 
+    def cached(self) -> list:
+        """The measurements so far as JSON ([shape key, value] pairs). A checkpoint keeps them: measuring
+        runs a step under a dispatch mode, which may take another kernel (SDPA's math path) and so round
+        differently, so a resumed run must measure exactly the shapes the stopped one had not."""
+        return [[_lists(k), v] for k, v in self._cache.items()]
+
+    def load_cached(self, items: list) -> None:
+        self._cache = {_tuples(k): v for k, v in items}
+
     @contextmanager
     def measure(self, key: tuple):
         if key in self._cache:
@@ -41,6 +50,14 @@ class ShapeCachedMeter:
         with self._counter() as counter:
             yield
         self.last = self._cache[key] = self._read(counter)
+
+
+def _lists(key):
+    return [_lists(k) for k in key] if isinstance(key, tuple) else key
+
+
+def _tuples(key):
+    return tuple(_tuples(k) for k in key) if isinstance(key, list) else key
 
 
 class FlopMeter(ShapeCachedMeter):

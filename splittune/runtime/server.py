@@ -39,6 +39,14 @@ from splittune.runtime.adapters import (
     own_parameters,
 )
 from splittune.runtime.batches import derive_seed, seed_dropout
+from splittune.runtime.checkpoint import (
+    CheckpointError,
+    Snapshot,
+    load_optimizer,
+    load_tensors,
+    optimizer_snapshot,
+    tensors_snapshot,
+)
 from splittune.runtime.device import OptimizerFactory
 from splittune.runtime.messages import (
     MAX_ID,
@@ -290,6 +298,35 @@ class AdapterServer:
         load_slots(target, layerwise_fedavg(self._contributions(devices), list(target)))
         self._uploads.clear()
         return weights
+
+    def snapshot(self) -> Snapshot:
+        """The server's state between rounds (after `aggregate`): the global adapter and the bookkeeping
+        that carries over (the round, registered sizes, rejections so far)."""
+        if self._uploads:
+            raise RuntimeError("a server snapshot is taken between rounds; this one holds uploads of the open round")
+        snap = Snapshot().nest("device_global", tensors_snapshot(self.device_global_slots))
+        for g, slots in sorted(self.relay_slots.items()):  # gsfl's group relays
+            snap.nest(f"relay.{g}", tensors_snapshot(slots))
+        snap.meta.update(round=self.round, started=self._started, open=self._open,
+                         next_step=[self._next_step[n] for n in self.devices],
+                         sizes=[self.sizes.get(n) for n in self.devices], rejected=dict(self.rejected),
+                         replayed=self._replies.replayed)
+        return snap
+
+    def restore(self, snap: Snapshot) -> None:
+        load_tensors(self.device_global_slots, snap.part("device_global"), "the global device-side adapter")
+        for g, slots in sorted(self.relay_slots.items()):
+            load_tensors(slots, snap.part(f"relay.{g}"), f"group {g}'s relayed adapter")
+        meta = snap.meta
+        if len(meta["sizes"]) != len(self.devices):
+            raise CheckpointError(f"the checkpoint's server knew {len(meta['sizes'])} devices; this run has "
+                                  f"{len(self.devices)}")
+        self.round, self._started, self._open = meta["round"], meta["started"], meta["open"]
+        self.rejected, self._replies.replayed = dict(meta["rejected"]), meta["replayed"]
+        self._next_step = dict(zip(self.devices, meta["next_step"]))
+        self.sizes = {n: size for n, size in zip(self.devices, meta["sizes"]) if size is not None}
+        self._uploads.clear()
+        self._replies.clear()  # a reply is only ever replayed within its round
 
     def state_digest(self) -> str:
         """A hash of everything a request could change: adapters, optimizer state, the RNG, the round's
@@ -561,6 +598,24 @@ class SplitServer(AdapterServer):
 
     def _aggregated_slots(self) -> dict[str, torch.nn.Parameter]:
         return {**self.device_global_slots, **self.global_slots}
+
+    def snapshot(self) -> Snapshot:
+        snap = super().snapshot().nest("global", tensors_snapshot(self.global_slots))
+        snap.meta["meters"] = [[m.cached() for m in self._meters[n]] for n in self.devices]
+        for name in sorted(self.slots):
+            snap.nest(f"adapter.{name}", tensors_snapshot(self.slots[name]))
+            snap.nest(f"optimizer.{name}", optimizer_snapshot(self.optimizers[name]))
+        return snap
+
+    def restore(self, snap: Snapshot) -> None:
+        super().restore(snap)
+        load_tensors(self.global_slots, snap.part("global"), "the global server-side adapter")
+        for n, cached in zip(self.devices, snap.meta["meters"]):
+            for meter, items in zip(self._meters[n], cached):
+                meter.load_cached(items)
+        for name in sorted(self.slots):
+            load_tensors(self.slots[name], snap.part(f"adapter.{name}"), f"the server-side adapter {name}")
+            load_optimizer(self.optimizers[name], snap.part(f"optimizer.{name}"))
 
     def _digest(self, h) -> None:
         super()._digest(h)

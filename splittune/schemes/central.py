@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from splittune.models.lora import attach_lora
-from splittune.runtime.batches import derive_seed, shuffled_batches
+from splittune.runtime.batches import ShuffledBatches, derive_seed
+from splittune.runtime.checkpoint import Snapshot, load_optimizer, load_tensors, optimizer_snapshot, tensors_snapshot
 from splittune.runtime.metering import ActivationMeter, PeakMemory, memory_breakdown, tensor_bytes
 from splittune.schemes.base import RoundResult, Setup, evaluate, local_steps, make_optimizer_factory, round_lr, set_lr
 
@@ -26,7 +27,7 @@ class Central:
         self.model.train()
         pooled = {k: torch.cat([d[k] for d in setup.device_data]) for k in setup.device_data[0]}
         # The same shuffle as device 0 of a split scheme: with one device both see the same batches.
-        self.batches = shuffled_batches(
+        self.batches = ShuffledBatches(
             pooled, setup.train.batch_size, derive_seed(setup.seed, 0), setup.train.group_by_length
         )
         self.steps = local_steps(setup.train, sum(setup.sizes))
@@ -57,6 +58,21 @@ class Central:
 
     def evaluate(self) -> tuple[float, float]:
         return evaluate(self.model, self.setup.test_data, self.setup.train.eval_batch_size)
+
+    def _trainable(self) -> dict:
+        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+
+    def snapshot(self) -> Snapshot:
+        snap = Snapshot().nest("adapter", tensors_snapshot(self._trainable()))
+        snap.nest("optimizer", optimizer_snapshot(self.optimizer))
+        snap.meta.update(position=self.batches.position, meters=self.activations.cached())
+        return snap
+
+    def restore(self, snap: Snapshot) -> None:
+        load_tensors(self._trainable(), snap.part("adapter"), "the adapter")
+        load_optimizer(self.optimizer, snap.part("optimizer"))
+        self.batches.seek(snap.meta["position"])
+        self.activations.load_cached(snap.meta["meters"])
 
     def save_adapter(self, path) -> None:
         self.model.save_pretrained(str(path))

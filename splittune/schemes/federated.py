@@ -25,7 +25,8 @@ from splittune.codec import build_codec
 from splittune.models.lora import peft_config
 from splittune.models.split import split_model, whole_model
 from splittune.runtime.adapters import GLOBAL, adapter_state, device_adapter, group_adapter, load_adapter_state
-from splittune.runtime.batches import derive_seed, shuffled_batches
+from splittune.runtime.batches import ShuffledBatches, derive_seed
+from splittune.runtime.checkpoint import Snapshot
 from splittune.runtime.device import DeviceWorker
 from splittune.runtime.federation import Federation, Layout, contiguous_groups
 from splittune.runtime.metering import FlopMeter
@@ -89,7 +90,7 @@ class FederatedScheme:
         flops = {c: (FlopMeter(), FlopMeter()) for c in by_cut}  # shared by the devices of one cut
         self.devices = [
             DeviceWorker(
-                n, device_stages[n], shuffled_batches(
+                n, device_stages[n], ShuffledBatches(
                     data, setup.train.batch_size, derive_seed(setup.seed, n), setup.train.group_by_length
                 ),
                 size, make_opt, codecs, self.transport, adapters, flops[cuts[n]], seed=setup.seed,
@@ -141,6 +142,19 @@ class FederatedScheme:
     def evaluate(self) -> tuple[float, float]:
         self.model.set_adapter(GLOBAL)
         return evaluate(self.model, self.setup.test_data, self.setup.train.eval_batch_size)
+
+    def snapshot(self) -> Snapshot:
+        """Both sides between rounds: the server's adapters and optimizers, every device's (see `restore`)."""
+        snap = Snapshot().nest("server", self.server.snapshot())
+        for d in self.devices:
+            snap.nest(f"device{d.index}", d.snapshot())
+        return snap
+
+    def restore(self, snap: Snapshot) -> None:
+        """Continue from `snapshot()` of a scheme built from the same config."""
+        self.server.restore(snap.part("server"))
+        for d in self.devices:
+            d.restore(snap.part(f"device{d.index}"))
 
     def save_adapter(self, path) -> None:
         self.model.save_pretrained(str(path), selected_adapters=[GLOBAL])

@@ -16,7 +16,7 @@ from __future__ import annotations
 from splittune.codec import build_codec
 from splittune.models.split import check_cuts, num_blocks, split_model, whole_model
 from splittune.runtime.adapters import GLOBAL, adapter_state, device_adapter, load_adapter_state
-from splittune.runtime.batches import derive_seed, shuffled_batches
+from splittune.runtime.batches import ShuffledBatches, derive_seed
 from splittune.runtime.device import DeviceWorker
 from splittune.runtime.federation import Federation, Layout, contiguous_groups
 from splittune.runtime.hierarchy import Cloud, EdgeServer
@@ -79,8 +79,8 @@ class Hierarchical(FederatedScheme):
         edge_of = {i: e for e, g in enumerate(groups) for i in g}
         flops = (FlopMeter(), FlopMeter())
         self.devices = [
-            DeviceWorker(i, user_stage, shuffled_batches(data, setup.train.batch_size, derive_seed(setup.seed, i),
-                                                         setup.train.group_by_length),
+            DeviceWorker(i, user_stage, ShuffledBatches(data, setup.train.batch_size, derive_seed(setup.seed, i),
+                                                        setup.train.group_by_length),
                          size, make_opt, codecs, Routed(self.transport, f"edge{edge_of[i]}/"), adapters, flops,
                          seed=setup.seed)
             for i, (data, size) in enumerate(zip(setup.device_data, sizes))

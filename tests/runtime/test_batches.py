@@ -2,7 +2,7 @@ import itertools
 
 import torch
 
-from splittune.runtime.batches import eval_batches, shuffled_batches
+from splittune.runtime.batches import eval_batches, ShuffledBatches
 
 
 def text_data(n=300, max_len=40, seed=0):
@@ -15,7 +15,7 @@ def text_data(n=300, max_len=40, seed=0):
 def epoch(data, batch_size, seed, group):
     n = len(data["labels"])
     batches, seen = [], 0
-    for b in shuffled_batches(data, batch_size, seed, group):
+    for b in ShuffledBatches(data, batch_size, seed, group):
         batches.append(b)
         seen += len(b["labels"])
         if seen >= n:
@@ -33,10 +33,10 @@ def test_grouped_epoch_is_a_permutation_with_less_padding():
 
 def test_grouped_batches_are_seeded_and_rows_stay_intact():
     data = text_data()
-    a = [b["labels"] for b in itertools.islice(shuffled_batches(data, 8, 5, True), 100)]
-    b = [b["labels"] for b in itertools.islice(shuffled_batches(data, 8, 5, True), 100)]
+    a = [b["labels"] for b in itertools.islice(ShuffledBatches(data, 8, 5, True), 100)]
+    b = [b["labels"] for b in itertools.islice(ShuffledBatches(data, 8, 5, True), 100)]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
-    for batch in itertools.islice(shuffled_batches(data, 8, 5, True), 40):
+    for batch in itertools.islice(ShuffledBatches(data, 8, 5, True), 40):
         rows = batch["labels"]
         assert torch.equal(batch["input_ids"][:, 0], rows * (data["attention_mask"][rows, 0]))
         assert batch["attention_mask"].sum(1).max() > batch["attention_mask"].shape[1] - 8  # trimmed
@@ -48,5 +48,5 @@ def test_eval_batches_cover_everything_once_and_images_pass_through():
     assert sorted(ids.tolist()) == list(range(101))
     images = {"pixel_values": torch.randn(10, 1, 4, 4), "labels": torch.arange(10)}
     assert torch.equal(torch.cat([b["labels"] for b in eval_batches(images, 4)]), torch.arange(10))
-    grouped = next(shuffled_batches(images, 4, 0, group_by_length=True))
+    grouped = next(ShuffledBatches(images, 4, 0, group_by_length=True))
     assert grouped["pixel_values"].shape == (4, 1, 4, 4)
