@@ -59,8 +59,8 @@ def _validate(labels: np.ndarray, n_devices: int, scheme: str, alpha: float, sha
         raise ValueError(f"data.min_per_device must be >= 0, got {min_per_device!r}")
     if len(labels) < n_devices * max(min_per_device, 1):
         raise ValueError(
-            f"{len(labels)} training samples cannot give devices={n_devices} devices "
-            f"data.min_per_device={max(min_per_device, 1)} samples each; lower devices or data.min_per_device, "
+            f"{len(labels)} training samples cannot give each of devices={n_devices} devices "
+            f"data.min_per_device={max(min_per_device, 1)} of them; lower devices or data.min_per_device, "
             f"or use more data (data.max_train, data.test_fraction)"
         )
     if scheme == "shards" and n_devices * shards_per_device > len(labels):

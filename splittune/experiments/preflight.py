@@ -37,8 +37,9 @@ def check_model(cfg: RunConfig) -> None:
         want = (hf.num_channels, hf.image_size)
         have = (cfg.data.channels, cfg.data.image_size or DIGITS_SIDE)
         if want != have:
+            size = "null" if cfg.data.image_size is None else cfg.data.image_size
             raise ValueError(f"model.name={name!r} reads {want[0]}x{want[1]}x{want[1]} images but data.channels="
-                             f"{have[0]} data.image_size={cfg.data.image_size} give {have[0]}x{have[1]}x{have[1]}; "
+                             f"{have[0]} data.image_size={size} give {have[0]}x{have[1]}x{have[1]}; "
                              f"set data.channels={want[0]} data.image_size={want[1]}")
     positions = getattr(hf, "max_position_embeddings", None)  # GPT-2's n_positions answers to this name too
     if not images and positions and cfg.model.max_length > positions:
