@@ -4,7 +4,9 @@ A run stopped in the middle of round 3 of 5 (Ctrl-C or kill -9) and resumed with
 `splittune run --resume` ends with the same adapter bytes and the same `metrics.jsonl` as a run
 that was never stopped (wall-clock fields aside). In-process, the stop is a KeyboardInterrupt
 raised from inside a device's local step, for every scheme; across processes, a real SIGINT and
-a real SIGKILL sent to `splittune run` while round 3 trains.
+a real SIGKILL sent to `splittune run` while round 3 trains. The default run keeps sft (codecs, random
+bandwidth), sl (AdamW, shuffled relay; the adapter an interrupted run saves) and one subprocess run
+stopped both ways; every other scheme and the separate process tests run under `-m slow`.
 """
 
 import itertools
@@ -66,7 +68,7 @@ def _ctrl_c_at_step(monkeypatch, n: int) -> None:
 CASES = [
     ("sft", ["codec.up=topk+sq+ans", "codec.up.rho=0.2", "codec.down=topk+sq+ans", "planning.bandwidth=random"]),
     ("sl", ["sl.order=shuffled", "train.optimizer=adamw", "train.lr=1e-3"]),
-    ("central", []),
+    pytest.param("central", [], marks=pytest.mark.slow),
     pytest.param("fl", [], marks=pytest.mark.slow),
     pytest.param("sfl", [], marks=pytest.mark.slow),
     pytest.param("hetero", ["hetero.cuts=[1,3]"], marks=pytest.mark.slow),
@@ -98,6 +100,7 @@ def test_ctrl_c_mid_round_3_then_resume_is_bit_identical(tmp_path, monkeypatch, 
     _assert_same_run(tmp_path / "whole", stopped)
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_its_last_checkpoint_is_finished_by_resume(tmp_path):
     """Killed while writing its results: resume trains nothing and writes the same summary and Gantt chart."""
     folder = tmp_path / "run"
