@@ -7,8 +7,9 @@
    default task (MiniLM on the chatterbot topics, 8 devices, the default batch; `--model tiny-bert`
    for a quick check), with `train.local_steps` fixed so rounds are short. One runs its messages
    in-process; the others through a `GrpcServer` on 127.0.0.1 in this process (its handlers run on
-   the server's thread, so the time includes the thread hop) and a `GrpcTransport` with the default
-   1 MiB chunks. Their rounds interleave (order rotated every round) so all see the same load; the
+   the server's thread, so the time includes the thread hop), each device with its own
+   `GrpcTransport` (default 1 MiB chunks) signing every call with its secret (HMAC, checked by the
+   server), as in a deployment. Their rounds interleave (order rotated every round) so all see the same load; the
    first `--warmup` rounds (the model download, first-shape measurements) are not timed. s/step =
    round time / steps the round trained; ratio = time vs in-process (target <= 1.15), of the median
    round (robust to a round another process slowed) and of the mean step. Every round trains the
@@ -42,31 +43,21 @@ from splittune.experiments.checkpointing import CHECKPOINT, load_run, save_run
 from splittune.experiments.run import build_setup, run
 from splittune.experiments.simulation import RoundSimulator
 from splittune.runtime.checkpoint import restore_rng
+from splittune.runtime.auth import DeviceAuth
 from splittune.runtime.grpc_transport import GrpcServer, GrpcTransport
 from splittune.schemes import SCHEMES
 
 
-class Late:
-    """A transport whose target exists only once the scheme has built its server."""
-
-    inner = None
-
-    def call(self, method: str, request: bytes) -> bytes:
-        return self.inner.call(method, request)
-
-
 def tls_material():
-    try:
-        import cryptography  # noqa: F401
+    from splittune.runtime import pki
 
-        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "runtime"))
-        from test_grpc_transport import _throwaway_pki  # a throwaway CA and server certificate
-    except ImportError:
-        return None
-    return _throwaway_pki()
+    return pki.throwaway_pki() if pki.available() else None
 
 
-def build(label: str, args, pki, closers: list):
+def build(label: str, args, tls_pki, closers: list):
+    """`sft` on the task; over gRPC, every device has its own authenticated channel to a `GrpcServer` in
+    this process (as in a deployment: one HMAC per call), and the broadcasts stay local calls (as the
+    deployed server makes them)."""
     overrides = ["scheme=sft", f"devices={args.devices}", f"train.local_steps={args.local_steps}",
                  f"train.rounds={args.warmup + args.rounds}"]
     if args.model:
@@ -74,18 +65,18 @@ def build(label: str, args, pki, closers: list):
     cfg = load_config(None, overrides)
     torch.manual_seed(cfg.seed)
     setup, _ = build_setup(cfg)
-    late = Late()
-    scheme = SCHEMES["sft"](setup, transport=late)
-    if label == "in-process":
-        from splittune.runtime.transport import InProcessTransport
-
-        late.inner = InProcessTransport(scheme.server.handlers())
-    else:
+    scheme = SCHEMES["sft"](setup)
+    if label != "in-process":
         tls = label.endswith("TLS")
+        secrets = {d.index: f"benchmark-secret-of-device-{d.index}".encode() for d in scheme.devices}
         server = GrpcServer(scheme.server.handlers(), max_message_bytes=cfg.max_message_bytes,
-                            **({"tls_cert": pki[1], "tls_key": pki[2]} if tls else {})).start()
-        late.inner = GrpcTransport(server.address, timeout_s=600, **({"tls_ca": pki[0]} if tls else {}))
-        closers += [late.inner.close, server.stop]
+                            authenticate=DeviceAuth(secrets),
+                            **({"tls_cert": tls_pki[1], "tls_key": tls_pki[2]} if tls else {})).start()
+        closers.append(server.stop)
+        for d in scheme.devices:
+            d.transport = GrpcTransport(server.address, timeout_s=600, credentials=(d.index, secrets[d.index]),
+                                        **({"tls_ca": tls_pki[0]} if tls else {}))
+            closers.insert(0, d.transport.close)
     return scheme
 
 

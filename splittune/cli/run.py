@@ -50,13 +50,19 @@ def run(
         console.print(dump_config(cfg))
         return
     from splittune.experiments.run import run as run_experiment
+    from splittune.runtime.federation import FleetError
 
     try:
-        run_experiment(cfg, out=out, console=console, force=force)
+        if cfg.transport == "grpc":  # the server here, one process per device on 127.0.0.1
+            from splittune.experiments.deploy import run_local
+
+            run_local(cfg, out, console)
+        else:
+            run_experiment(cfg, out=out, console=console, force=force)
     except RunInterrupted:
         raise typer.Exit(code=130) from None
-    except (ValueError, ImportError) as e:  # config values that fail against the model/data, a missing extra
-        fail(str(e))
+    except (ValueError, ImportError, FleetError) as e:  # config values that fail against the model/data, a
+        fail(str(e))  # missing extra, a deployed round with fewer than min_devices finishers
 
 
 @app.command()

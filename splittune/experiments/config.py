@@ -92,6 +92,20 @@ class RunConfig(Strict):
     planning: PlanningConfig = Field(default_factory=PlanningConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="metric sinks besides metrics.jsonl")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="torch device and threads of this process")
+    transport: Literal["inprocess", "grpc"] = Field(
+        "inprocess", description="how devices and server talk: inprocess (one process) | grpc (`splittune run` starts "
+                                 "the server and one process per device on 127.0.0.1; `serve`/`device` deploy them)"
+    )
+    round_timeout_s: float = Field(
+        600.0, gt=0, description="grpc: a device that has not finished its turn this long after the round opened is "
+                                 "dropped from the round (FedAvg over the others)"
+    )
+    min_devices: int = Field(
+        1, ge=1, description="grpc: a round in which fewer devices finish stops the run with an error"
+    )
+    join_timeout_s: float = Field(
+        300.0, gt=0, description="grpc: how long the server waits for the devices to register before the first round"
+    )
 
     @field_validator("scenario", mode="before")
     @classmethod
@@ -124,6 +138,15 @@ class RunConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _fleet(self) -> "RunConfig":
+        if self.min_devices > self.devices:
+            raise ValueError(f"min_devices ({self.min_devices}) must be at most devices ({self.devices})")
+        if self.transport == "grpc" and self.scheme not in DEVICE_SCHEMES:
+            raise ValueError(f"transport=grpc needs a scheme whose devices talk to a server: one of "
+                             f"{', '.join(DEVICE_SCHEMES)}; got {self.scheme!r}")
+        return self
+
+    @model_validator(mode="after")
     def _per_device(self) -> "RunConfig":
         p = self.planning
         for name, values in (("hetero.cuts", self.hetero.cuts), ("planning.device_cuts", p.device_cuts),
@@ -153,6 +176,11 @@ class RunConfig(Strict):
         if "lr" not in self.train.model_fields_set:
             self.train = self.train.model_copy(update={"lr": SCHEMES[self.scheme].default_lr})
         return self
+
+
+# schemes whose devices and server exchange messages, so they can run over gRPC (`central` has no devices)
+DEVICE_SCHEMES = tuple(name for name, cls in SCHEMES.items()
+                       if hasattr(cls, "device_worker") and cls.layout.server != "edges")  # edges: not deployed yet
 
 
 class ConfigError(ValueError):

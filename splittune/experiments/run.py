@@ -81,6 +81,7 @@ def build_setup_with_data(cfg: RunConfig, console: Console | None = None):
         cut=cfg.split.cut, codec=cfg.codec, seed=cfg.seed, max_message_bytes=cfg.max_message_bytes,
         distribution=cfg.scenario.distribution, turn_order=cfg.sl.order, cuts=cuts, groups=cfg.gsfl.groups,
         edges=cfg.scenario.edges, edge_cut=cfg.split.edge_cut,
+        min_devices=cfg.min_devices, round_timeout_s=cfg.round_timeout_s,
     )
     return setup, stats, (data, tokenizer)
 
@@ -123,8 +124,10 @@ def run_folder(cfg: RunConfig) -> Path:
     return folder
 
 
-def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None, force: bool = False) -> dict:
-    """Run one experiment and return its summary (also written to `summary.json`).
+def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None, force: bool = False,
+        fleet=None) -> dict:
+    """Run one experiment and return its summary (also written to `summary.json`). `fleet`: where the
+    devices are (`FederatedScheme`'s argument; `experiments.deploy` passes the gRPC one, and closes it).
 
     Everything that can fail on the config fails before the run folder exists: a bad start leaves none.
     An existing run folder at `out` is replaced only with `force`. Ctrl-C stops the run between two
@@ -152,7 +155,7 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None,
     if card or mincut:
         plan = {**(plan or {}), **(card or {}), **(mincut or {})}
     (out / "config.yaml").write_text(dump_config(cfg))
-    return _train(cfg, out, console, {"plan": plan}, (setup, stats, data, tokenizer), start)
+    return _train(cfg, out, console, {"plan": plan}, (setup, stats, data, tokenizer), start, fleet=fleet)
 
 
 def resume(run_dir: Path, console: Console | None = None) -> dict:
@@ -173,10 +176,10 @@ def resume(run_dir: Path, console: Console | None = None) -> dict:
 
 
 def _train(cfg: RunConfig, out: Path, console: Console, state: dict, built, start: float,
-           checkpoint: Snapshot | None = None) -> dict:
+           checkpoint: Snapshot | None = None, fleet=None) -> dict:
     """Train the rounds not done yet (all of them unless `checkpoint`), then write the results."""
     setup, stats, data, tokenizer = built
-    scheme = SCHEMES[cfg.scheme](setup)
+    scheme = SCHEMES[cfg.scheme](setup, **({"fleet": fleet} if fleet is not None else {}))
     simulator = RoundSimulator.from_config(cfg, predicted_round(cfg, data))
     if checkpoint is None:
         prompts = held_out_prompts(data, GENERATIONS, tokenizer) if cfg.task == "causal_lm" else []
@@ -248,6 +251,7 @@ def _record(cfg: RunConfig, t: int, result, accuracy: float, test_loss: float, s
         "server_memory": _mem(result.server_memory),
         **{f"{tier}_peak_mem_bytes": m.total for tier, m in result.tier_memory.items() if m is not None},
         "rejected": result.rejected,
+        "dropped": result.dropped,
         **simulator.record(result.work, t),
         "wall_s": time.perf_counter() - start,
     }

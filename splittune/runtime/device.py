@@ -40,6 +40,7 @@ from splittune.runtime.messages import (
 )
 from splittune.runtime.metering import ActivationMeter, FlopMeter, PeakMemory, memory_breakdown, tensor_bytes
 from splittune.runtime.transport import Transport
+from splittune.runtime.turns import Turn, TurnReport
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -147,6 +148,23 @@ class DeviceWorker:
         decode(reply, expect=MessageKind.ACK)
         work.adapter_up_bytes += len(request)
         work.control_down_bytes += len(reply)
+
+    def run_turn(self, turn: Turn) -> TurnReport:
+        """This device's part of a round: fetch what the turn says, train its steps, upload the adapter.
+        What a broadcast brought (`"broadcast"`) was delivered before the turn (`receive_*`)."""
+        work = DeviceRoundWork(device=self.index)
+        for group in self.optimizer.param_groups:
+            group["lr"] = turn.lr
+        if turn.model == "fetch":
+            self.fetch_model(work)
+        if turn.adapter == "fetch":
+            self.fetch_adapter(work)
+        losses = [self.train_step(turn.round, k, work) for k in range(turn.steps)]
+        self.upload_adapter(work)
+        if turn.reset_optimizer:
+            self.optimizer.state.clear()
+        cut = {k: list(v) for k, v in self.cut_bytes.items()}
+        return TurnReport(self.index, losses, work, self.memory.reset(), cut)
 
     def train_step(self, round_idx: int, step: int, work: DeviceRoundWork) -> float:
         """One local step on the next mini-batch; returns its training loss."""

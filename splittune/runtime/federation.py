@@ -21,21 +21,32 @@ Distribution is a broadcast (one message every device decodes, counted once: eq.
 hierarchical), each edge first fetches its round's share from the cloud (`start_lane`), broadcasts
 in its own cell, and uploads after its last device (`finish_lane`). Everything that crosses goes
 through the transport, and its length is written into the round's `RoundWork` for the clock.
+
+Where the devices are is the `Fleet`'s business, not the loop's: `LocalFleet` holds `DeviceWorker`s
+in this process and runs their turns (`runtime.turns`) one after another; a deployed run's
+`runtime.coordinator.RemoteFleet` hands the same turns to device processes over gRPC and waits for
+their reports until the round's deadline (`round_timeout_s`). A device that does not report in
+time is dropped from the round: the server aggregates the devices that finished (FedAvg weights
+renormalised), and a round in which fewer than `min_devices` finished stops with `FleetError`.
+Turns without a relay are handed out all at once; relayed ones one at a time, lane after lane.
 """
 
 from __future__ import annotations
 
+import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
 
-from splittune.network.trace import Band, DeviceRoundWork, LaneWork, RoundWork, Schedule, ServerMode
+from splittune.network.trace import Band, LaneWork, RoundWork, Schedule, ServerMode
 from splittune.runtime.batches import derive_seed
 from splittune.runtime.device import DeviceWorker
 from splittune.runtime.messages import Message, MessageKind
 from splittune.runtime.server import BASE_STATION, AdapterServer
 from splittune.runtime.transport import Transport
+from splittune.runtime.turns import Turn, TurnReport
 
 Distribution = Literal["broadcast", "unicast"]
 TurnOrder = Literal["fixed", "shuffled"]
@@ -70,23 +81,72 @@ def contiguous_groups(n: int, g: int, field: str) -> list[list[int]]:
     return [part.tolist() for part in np.array_split(np.arange(n), g)]
 
 
+class FleetError(RuntimeError):
+    """A round that cannot go on: too few devices finished it (or joined the run)."""
+
+
+class Fleet(Protocol):
+    lock: AbstractContextManager  # held while the round loop touches the server (handlers may run meanwhile)
+
+    def deliver(self, what: str, reply: bytes, members) -> None:
+        """A broadcast reaches the devices `members` (`receive_model` / `receive_adapter`)."""
+
+    def run(self, turns: list[Turn], deadline: float | None) -> list[TurnReport]:
+        """Run the turns (at once, as far as the fleet can); the reports of those that finished by
+        `deadline` (time.monotonic()), in turn order."""
+
+    def close(self) -> None: ...
+
+
+class LocalFleet:
+    """Devices in this process: their turns run one after another, which gives the numbers any other
+    order would (each device touches only its own adapter; every draw is seeded per device and step)."""
+
+    def __init__(self, devices: list[DeviceWorker]):
+        self.devices, self.lock = devices, nullcontext()
+
+    def deliver(self, what: str, reply: bytes, members) -> None:
+        for i in members:
+            getattr(self.devices[i], f"receive_{what}")(reply)
+
+    def run(self, turns: list[Turn], deadline: float | None) -> list[TurnReport]:
+        return [self.devices[t.device].run_turn(t) for t in turns]
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class RoundOutcome:
+    work: RoundWork  # what the finishers did, for the clock and the byte counts
+    reports: list[TurnReport]  # one per device that finished, in turn order
+    dropped: list[int]  # devices that had a turn and did not finish it
+
+    @property
+    def losses(self) -> list[float]:
+        return [loss for r in self.reports for loss in r.losses]
+
+
 class Federation:
-    def __init__(self, devices: list[DeviceWorker], server: AdapterServer, transport: Transport, steps: list[int],
-                 layout: Layout, distribution: Distribution = "broadcast", turn_order: TurnOrder = "fixed",
-                 seed: int = 0, groups: list[list[int]] | None = None, edges: list[LaneServer] | None = None):
-        self.devices, self.server, self.transport, self.steps = devices, server, transport, steps
+    def __init__(self, fleet: Fleet, server: AdapterServer, transport: Transport, steps: list[int], layout: Layout,
+                 distribution: Distribution = "broadcast", turn_order: TurnOrder = "fixed", seed: int = 0,
+                 groups: list[list[int]] | None = None, edges: list[LaneServer] | None = None,
+                 min_devices: int = 1, round_timeout_s: float | None = None):
+        self.fleet, self.server, self.transport, self.steps = fleet, server, transport, steps
         self.layout, self.distribution, self.turn_order, self.seed = layout, distribution, turn_order, seed
+        self.min_devices, self.round_timeout_s = min_devices, round_timeout_s
+        n = len(steps)
         if (groups is not None) != (layout.schedule == "grouped"):
             raise ValueError("Federation takes groups exactly when the layout's schedule is 'grouped'")
-        if groups is not None and sorted(d for g in groups for d in g) != list(range(len(devices))):
-            raise ValueError(f"groups {groups} must partition the devices 0..{len(devices) - 1}")
+        if groups is not None and sorted(d for g in groups for d in g) != list(range(n)):
+            raise ValueError(f"groups {groups} must partition the devices 0..{n - 1}")
         if edges is not None and len(edges) != len(groups or []):
             raise ValueError("Federation takes one edge server per group")
         self.groups, self.edges = groups, edges or []
 
     def lanes(self, round_idx: int) -> list[list[int]]:
         """This round's groups, each in its devices' turn order (fixed, or reshuffled every round)."""
-        n = len(self.devices)
+        n = len(self.steps)
         if self.layout.schedule == "parallel":
             return [[i] for i in range(n)]
         groups = [list(range(n))] if self.layout.schedule == "sequential" else self.groups
@@ -99,46 +159,60 @@ class Federation:
         """Every device, in its group's turn order, group after group."""
         return [i for lane in self.lanes(round_idx) for i in lane]
 
-    def run_round(self, round_idx: int) -> tuple[RoundWork, list[float]]:
-        """Train one round; returns what it did (for the clock and the byte counts) and its step losses."""
+    def run_round(self, round_idx: int, lr: float, reset_optimizer: bool = False) -> RoundOutcome:
+        """Train one round at learning rate `lr`: what it did (for the clock and the byte counts), the
+        finishers' reports and the devices dropped from it."""
         lanes = self.lanes(round_idx)
-        work = RoundWork([DeviceRoundWork(device=i) for lane in lanes for i in lane], self.layout.schedule,
-                         self.layout.server, groups=lanes if self.layout.schedule == "grouped" else None,
-                         band=self.layout.band, lanes=[LaneWork() for _ in self.edges])
-        works = {w.device: w for w in work.devices}
-        self.server.start_round(round_idx)
-        for edge, lane in zip(self.edges, work.lanes):
-            edge.start_lane(round_idx, lane)
-        if round_idx == 0:
-            self._distribute("model", work, works, lanes)
-        if not self.layout.relays:
-            self._distribute("adapter", work, works, lanes)
-        losses: list[float] = []
-        for lane in lanes:
-            for i in lane:
-                if self.layout.relays:  # start from the adapter the previous device of the group uploaded
-                    self.devices[i].fetch_adapter(works[i])
-                losses += [self.devices[i].train_step(round_idx, k, works[i]) for k in range(self.steps[i])]
-                self.devices[i].upload_adapter(works[i])
-        for edge, lane in zip(self.edges, work.lanes):
-            edge.finish_lane(lane)
-        self.server.aggregate()
-        return work, losses
+        cell, lane_works = LaneWork(), [LaneWork() for _ in self.edges]  # what the broadcasts cost
+        deadline = None if self.round_timeout_s is None else time.monotonic() + self.round_timeout_s
+        unicast, relays = self.distribution == "unicast", self.layout.relays
+        with self.fleet.lock:
+            self.server.start_round(round_idx)
+            for edge, lane in zip(self.edges, lane_works):
+                edge.start_lane(round_idx, lane)
+            if round_idx == 0 and not unicast:
+                self._broadcast("model", cell, lane_works, lanes)
+            if not relays and not unicast:
+                self._broadcast("adapter", cell, lane_works, lanes)
 
-    def _distribute(self, what: Literal["model", "adapter"], work: RoundWork, works: dict[int, DeviceRoundWork],
-                    lanes: list[list[int]]) -> None:
-        """Send every device the same thing: once over the air per cell (broadcast), or once per device."""
-        if self.distribution == "unicast":
-            for d in self.devices:
-                getattr(d, f"fetch_{what}")(works[d.index])
-            return
-        cells = ([(edge.cell, lane, lw) for edge, lane, lw in zip(self.edges, lanes, work.lanes)]
-                 if self.edges else [(self.transport, range(len(self.devices)), work)])
-        for transport, members, record in cells:  # record: the RoundWork, or the cell's LaneWork
+        def turn(i: int) -> Turn:
+            model = ("fetch" if unicast else "broadcast") if round_idx == 0 else "none"
+            adapter = "fetch" if unicast or relays else "broadcast"  # a relay: the previous device's upload
+            return Turn(i, round_idx, self.steps[i], lr, model, adapter, reset_optimizer)
+
+        order = [i for lane in lanes for i in lane]
+        if relays:  # each device starts from the adapter the previous device of its group uploaded
+            reports = [r for i in order for r in self.fleet.run([turn(i)], deadline)]
+        else:
+            reports = self.fleet.run([turn(i) for i in order], deadline)
+        with self.fleet.lock:
+            for edge, lane in zip(self.edges, lane_works):
+                edge.finish_lane(lane)
+        finished = [r.device for r in reports]
+        dropped = sorted(set(order) - set(finished))
+        if len(finished) < self.min_devices:
+            raise FleetError(f"round {round_idx + 1}: {len(finished)} of {len(order)} devices finished "
+                             f"(min_devices={self.min_devices}); dropped: {dropped}")
+        with self.fleet.lock:
+            self.server.aggregate(finished)
+        done = set(finished)
+        groups = [kept for kept in ([i for i in lane if i in done] for lane in lanes) if kept]
+        work = RoundWork([r.work for r in reports], self.layout.schedule, self.layout.server,
+                         groups=groups if self.layout.schedule == "grouped" else None, band=self.layout.band,
+                         lanes=lane_works, broadcast_model_bytes=cell.broadcast_model_bytes,
+                         broadcast_adapter_bytes=cell.broadcast_adapter_bytes,
+                         broadcast_control_bytes=cell.broadcast_control_bytes)
+        return RoundOutcome(work, reports, dropped)
+
+    def _broadcast(self, what: Literal["model", "adapter"], cell: LaneWork, lane_works: list[LaneWork],
+                   lanes: list[list[int]]) -> None:
+        """Send every device the same thing once over the air per cell (eq. 11): its base station asks for it."""
+        cells = ([(edge.cell, lane, lw) for edge, lane, lw in zip(self.edges, lanes, lane_works)]
+                 if self.edges else [(self.transport, range(len(self.steps)), cell)])
+        for transport, members, record in cells:  # record: the one cell's, or each edge's LaneWork
             request = Message(MessageKind.ACK, device=BASE_STATION).encode()
             reply = transport.call(f"download_{what}", request)
-            for i in members:
-                getattr(self.devices[i], f"receive_{what}")(reply)
+            self.fleet.deliver(what, reply, members)
             record.broadcast_control_bytes += len(request)
             if what == "model":
                 record.broadcast_model_bytes += len(reply)

@@ -26,11 +26,18 @@ been applied; the server binds steps and uploads to (device, round, step), so su
 rejected rather than applied twice (an idempotent replay of the first reply is issue 12's dedupe).
 
 Handlers run one at a time (a lock): the server objects are not thread-safe, and the schemes call
-them one after another anyway. At most `max_workers` streams are received at once, so a server
+them one after another anyway; `serialize=False` leaves the locking to handlers that do their own
+(a deployed run's coordinator, whose long polls must not hold the others up). At most `max_workers` streams are received at once, so a server
 buffers at most `max_workers * max_message_bytes` of requests.
 
 TLS: `GrpcServer(tls_cert=PEM, tls_key=PEM)` and `GrpcTransport(tls_ca=PEM)`. Without them the
 channel is plain text; the server binds 127.0.0.1 unless told otherwise.
+
+Authentication (`runtime.auth`): `GrpcServer(authenticate=DeviceAuth(secrets))` requires every call
+to carry a known device's index (checked on the first chunk, before the rest is received) and a
+valid HMAC of the whole request by that device's secret, for a message in that device's name; a
+call that fails answers UNAUTHENTICATED, is counted in `rejected` and logged, and no handler sees it.
+`GrpcTransport(credentials=(index, secret))` signs every call.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from concurrent import futures
 
 import grpc
 
+from splittune.runtime.auth import AuthError, DeviceAuth, signed_metadata
 from splittune.runtime.messages import MessageError
 from splittune.runtime.transport import Handler
 
@@ -116,7 +124,7 @@ class GrpcServer:
     def __init__(self, handlers: Mapping[str, Handler], address: str = "127.0.0.1:0",
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  tls_cert: bytes | None = None, tls_key: bytes | None = None, max_workers: int = 4,
-                 grace_s: float = 1.0):
+                 grace_s: float = 1.0, authenticate: DeviceAuth | None = None, serialize: bool = True):
         self.handlers = dict(handlers)
         for name in self.handlers:
             if not 0 < len(name.encode()) <= MAX_METHOD_NAME:
@@ -129,6 +137,7 @@ class GrpcServer:
             raise ValueError("TLS needs both tls_cert and tls_key (PEM bytes), or neither")
         self.tls = (tls_cert, tls_key) if tls_cert is not None else None
         self.max_workers, self.grace_s = max_workers, grace_s
+        self.authenticate, self.serialize = authenticate, serialize
         self.port: int | None = None
         self.rejected: dict[str, int] = {}
         self._server: grpc.Server | None = None
@@ -184,6 +193,13 @@ class GrpcServer:
             self.rejected[reason] = self.rejected.get(reason, 0) + 1
         return _Rejected(code, details, reason)
 
+    def _unauthenticated(self, e: AuthError, context: grpc.ServicerContext) -> _Rejected:
+        count = self.rejected.get(e.reason, 0)
+        if count < 10:  # logged, but a flood of bad calls cannot flood the log
+            log.warning("rejected a call from %s (%s): %s%s", context.peer(), e.reason, e,
+                        "; further ones are only counted" if count == 9 else "")
+        return self._reject(grpc.StatusCode.UNAUTHENTICATED, str(e), e.reason)
+
     def _receive(self, frames: Iterator[bytes], context: grpc.ServicerContext) -> tuple[str, Handler, bytes]:
         """The method's handler and the whole request, checked frame by frame as it arrives."""
         first = next(frames, None)
@@ -199,6 +215,11 @@ class GrpcServer:
             method = first[_REQUEST_HEAD.size:_REQUEST_HEAD.size + name_len].decode()
         except UnicodeDecodeError:
             raise self._reject(invalid, "the method name is not UTF-8", "bad_header") from None
+        if self.authenticate is not None:
+            try:
+                self.authenticate.claimed(context.invocation_metadata())
+            except AuthError as e:
+                raise self._unauthenticated(e, context) from None
         handler = self.handlers.get(method)
         if handler is None:
             raise self._reject(grpc.StatusCode.UNIMPLEMENTED,
@@ -226,7 +247,15 @@ class GrpcServer:
         method = "?"
         try:
             method, handler, request = self._receive(frames, context)
-            with self._lock:
+            if self.authenticate is not None:
+                try:
+                    self.authenticate.check(method, request, context.invocation_metadata())
+                except AuthError as e:
+                    raise self._unauthenticated(e, context) from None
+            if self.serialize:
+                with self._lock:
+                    reply = handler(request)
+            else:
                 reply = handler(request)
             del request
             if not isinstance(reply, bytes):
@@ -267,12 +296,12 @@ class GrpcTransport:
     def __init__(self, address: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES, timeout_s: float = 300.0,
                  retries: int = 3, backoff: float = 0.1, max_backoff_s: float = 10.0,
                  max_message_bytes: int | None = None, tls_ca: bytes | None = None,
-                 tls_server_name: str | None = None):
+                 tls_server_name: str | None = None, credentials: tuple[int, bytes] | None = None):
         self.address, self.chunk_bytes = address, _check_chunk(chunk_bytes)
         if timeout_s <= 0 or retries < 0 or backoff < 0:
             raise ValueError(f"need timeout_s > 0, retries >= 0, backoff >= 0; got {timeout_s}, {retries}, {backoff}")
         self.timeout_s, self.retries, self.backoff, self.max_backoff_s = timeout_s, retries, backoff, max_backoff_s
-        self.max_message_bytes = max_message_bytes
+        self.max_message_bytes, self.credentials = max_message_bytes, credentials
         self.attempts = 0  # attempts made, retries included (for tests and logs)
         options = [*_message_options(_MAX_FRAME), ("grpc.keepalive_time_ms", 30_000),
                    ("grpc.keepalive_timeout_ms", 20_000), ("grpc.keepalive_permit_without_calls", 0),
@@ -303,10 +332,11 @@ class GrpcTransport:
         if not isinstance(request, bytes):
             request = bytes(request)
         head = _REQUEST_HEAD.pack(REQUEST_MAGIC, len(request), len(name)) + name
+        metadata = signed_metadata(*self.credentials, method, request) if self.credentials else None
         for attempt in range(self.retries + 1):
             self.attempts += 1
             try:
-                return self._once(method, head, request)
+                return self._once(method, head, request, metadata)
             except grpc.RpcError as e:
                 code = e.code() if hasattr(e, "code") else None
                 if code in RETRYABLE and attempt < self.retries:
@@ -318,8 +348,8 @@ class GrpcTransport:
                 raise self._error(method, e, attempt + 1) from None
         raise AssertionError("unreachable")
 
-    def _once(self, method: str, head: bytes, request: bytes) -> bytes:
-        replies = self._stub(_frames(head, request, self.chunk_bytes), timeout=self.timeout_s)
+    def _once(self, method: str, head: bytes, request: bytes, metadata) -> bytes:
+        replies = self._stub(_frames(head, request, self.chunk_bytes), timeout=self.timeout_s, metadata=metadata)
         first = next(replies, None)
         if first is None or len(first) < _REPLY_HEAD.size or first[:4] != REPLY_MAGIC:
             replies.cancel()

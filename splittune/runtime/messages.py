@@ -76,6 +76,7 @@ class MessageKind(IntEnum):
     ADAPTER = 3  # either way: a LoRA adapter state dict (safetensors)
     ACK = 4  # an empty reply, or a request that carries nothing but its sender
     MODEL = 5  # server -> device: frozen blocks before the first round (safetensors)
+    CONTROL = 6  # either way: coordination of a deployed run (register, poll, a turn, a turn's report)
 
 
 @dataclass
@@ -334,6 +335,21 @@ def decode(data: bytes | bytearray | memoryview, *, expect: MessageKind | None =
         msg.section_info[name] = info
         offset += length
     return msg
+
+
+def sender(data: bytes | memoryview) -> int:
+    """The `device` a message's header names, reading nothing but its prefix and header (an
+    authenticator checks it against the credential before the message is decoded)."""
+    data = memoryview(data).cast("B")
+    if len(data) < _PREFIX.size:
+        raise MessageError(f"message of {len(data)} bytes is shorter than the {_PREFIX.size}-byte prefix")
+    magic, _, _, hlen = _PREFIX.unpack_from(data)
+    if magic != MAGIC or hlen > MAX_HEADER or _PREFIX.size + hlen > len(data):
+        raise MessageError("not a splittune message")
+    header = parse_json(bytes(data[_PREFIX.size : _PREFIX.size + hlen]), "message header")
+    if type(header) is not dict or "device" not in header:
+        raise MessageError("malformed message header: no device")
+    return _int(header["device"], "device", -1, MAX_ID)
 
 
 def encode_state_dict(state: dict[str, torch.Tensor]) -> bytes:

@@ -14,6 +14,7 @@ every device's batches train in turn (`sl`). It runs the server forward with tha
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -24,7 +25,7 @@ import torch
 
 from splittune.codec import Codec, CodecError
 from splittune.models.split import Activations, Stage
-from splittune.network.memory import MemoryBreakdown
+from splittune.network.memory import MemoryBreakdown, optimizer_state_bytes
 from splittune.runtime.adapters import (
     GLOBAL,
     activate,
@@ -341,8 +342,8 @@ class AdapterServer:
             _digest_tensors(h, self.relay_slots[g].values())
         h.update(repr((self.round, self._started, sorted(self._next_step.items()), sorted(self.sizes.items()),
                        sorted((n, w) for n, (w, _) in self._uploads.items()))).encode())
-        for _, (_, state) in sorted(self._uploads.items()):
-            _digest_tensors(h, state.values())
+        for _, (_, state) in sorted(self._uploads.items()):  # by name: safetensors decodes in no fixed order
+            _digest_tensors(h, (state[k] for k in sorted(state)))
         h.update(torch.default_generator.get_state().numpy().tobytes())
 
 
@@ -538,8 +539,8 @@ class SplitServer(AdapterServer):
             optimizer.zero_grad(set_to_none=True)
             torch.default_generator.set_state(rng)
             raise
-        self.memory.observe(memory_breakdown(
-            param_bytes=self.param_bytes, trainable=params, optimizers=self.optimizers.values(),
+        self.memory.observe(memory_breakdown(  # optimizer state: added once the round is over (aggregate)
+            param_bytes=self.param_bytes, trainable=params, optimizers=(),
             activation_bytes=self.concurrent * activations.last,
             input_bytes=self.concurrent * tensor_bytes([acts.hidden, acts.attention_mask, acts.labels,
                                                           acts.last_token]),
@@ -586,6 +587,15 @@ class SplitServer(AdapterServer):
             state = copy_slots(self.global_slots)
             for slots in self.slots.values():
                 load_slots(slots, {k: state[k] for k in slots})
+
+    def aggregate(self, devices: Sequence[int] | None = None) -> list[float] | None:
+        """FedAvg (AdapterServer.aggregate). The round's peak memory gets every optimizer's state as held
+        at the round's end: the server serves its devices concurrently, so by then each has stepped; a
+        per-step count would make a first round's peak depend on the order the devices' steps came in."""
+        if self.memory.peak is not None:
+            held = sum(optimizer_state_bytes(o) for o in self.optimizers.values())
+            self.memory.peak = dataclasses.replace(self.memory.peak, optimizer_bytes=held)
+        return super().aggregate(devices)
 
     def _contributions(self, devices: list[int]) -> list[tuple[float, dict[str, torch.Tensor]]]:
         """The uploads (each device's blocks before its cut) and the server's copy of each device's

@@ -33,6 +33,8 @@ class Setup:
     distribution: Distribution = "broadcast"  # how the frozen blocks and the global adapter go down (ED)
     turn_order: TurnOrder = "fixed"  # sequential schemes (sl): the devices' order in each round
     max_tokens: int | None = None  # the server rejects activations of more tokens; None: the model's positions
+    min_devices: int = 1  # a round in which fewer devices finish stops the run (a deployed run drops devices)
+    round_timeout_s: float | None = None  # a deployed run drops a device that has not finished by then
     cuts: list[int] | None = None  # per-device cuts W_n (`hetero`, CARD's per-device cut); None: `cut` for all
     groups: int = 1  # gsfl: groups of consecutive devices (gsfl.groups)
     edges: int = 1  # hierarchical: edge servers, users assigned in consecutive blocks (scenario.edges)
@@ -58,6 +60,7 @@ class RoundResult:
     compression: dict[str, float | None] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)  # messages the server refused, by reason, so far
     tier_memory: dict[str, MemoryBreakdown] = field(default_factory=dict)  # hierarchical: user, edge, cloud peaks
+    dropped: list[int] = field(default_factory=list)  # devices that had a turn this round and did not finish it
 
     @property
     def bytes_by_kind(self) -> dict[str, int]:

@@ -19,6 +19,8 @@ weights, but every message between them is real and goes through the transport).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from splittune.codec import build_codec
@@ -28,7 +30,7 @@ from splittune.runtime.adapters import GLOBAL, adapter_state, device_adapter, gr
 from splittune.runtime.batches import ShuffledBatches, derive_seed
 from splittune.runtime.checkpoint import Snapshot
 from splittune.runtime.device import DeviceWorker
-from splittune.runtime.federation import Federation, Layout, contiguous_groups
+from splittune.runtime.federation import Federation, Fleet, Layout, LocalFleet, contiguous_groups
 from splittune.runtime.metering import FlopMeter
 from splittune.runtime.server import AdapterServer, SplitServer
 from splittune.runtime.transport import InProcessTransport, Transport
@@ -58,50 +60,81 @@ class FederatedScheme:
     # config keys (dotted prefixes) this scheme does not read; `compare` reports them when set
     ignores: tuple[str, ...] = ()
 
-    def __init__(self, setup: Setup, transport: Transport | None = None):
+    def __init__(self, setup: Setup, transport: Transport | None = None,
+                 fleet: Callable[[AdapterServer], Fleet] | None = None):
+        """`fleet`: where the devices are; by default `DeviceWorker`s in this process. A deployed run's
+        server passes a factory of `runtime.coordinator.RemoteFleet` instead: then no device is built
+        here and the devices' turns run in their own processes (`device_worker`)."""
         self.setup = setup
+        n_devices = len(setup.device_data)
+        groups = self._build_model(setup)
+        make_opt = make_optimizer_factory(setup.train)
+        devices = list(range(n_devices))
+        if self.split:
+            self.server = SplitServer(
+                [self._by_cut[c][1] for c in self._device_cuts], self._device_stages, devices, self._adapters,
+                make_opt, self._codecs, self.model.config.hidden_size, setup.max_message_bytes, setup.seed,
+                self.shared_server_adapter, self.server_copies, sizes=setup.sizes, max_batch=setup.train.batch_size,
+                max_tokens=setup.max_tokens, groups=groups,
+            )
+        else:
+            self.server = AdapterServer(self._whole, devices, self._adapters, relay=False,
+                                        max_message_bytes=setup.max_message_bytes, sizes=setup.sizes)
+        self.transport = transport or InProcessTransport(self.server.handlers())
+        if fleet is None:
+            flops = {c: (FlopMeter(), FlopMeter()) for c in self._by_cut}  # shared by the devices of one cut
+            self.devices = [self._worker(n, self.transport, flops[self._device_cuts[n]]) for n in devices]
+            self.fleet: Fleet = LocalFleet(self.devices)
+        else:  # the broadcasts are counted here, as the base station's; the devices fetch them over the network
+            self.devices, self.fleet = [], fleet(self.server)
+        self._cut_bytes: dict[int, dict[str, list[int]]] = {}  # the latest running counts of every device
+        self.federation = Federation(
+            self.fleet, self.server, self.transport, [local_steps(setup.train, s) for s in setup.sizes],
+            self.layout, setup.distribution, setup.turn_order, setup.seed, groups=groups,
+            min_devices=setup.min_devices, round_timeout_s=setup.round_timeout_s,
+        )
+
+    def _build_model(self, setup: Setup) -> list[list[int]] | None:
+        """The multi-adapter model, its stages at every device's cut and the codecs; returns the groups."""
         n_devices = len(setup.device_data)
         groups = (contiguous_groups(n_devices, setup.groups, "gsfl.groups") if self.layout.schedule == "grouped"
                   else None)
         names = [device_adapter(n) for n in range(n_devices)] + [group_adapter(g) for g in range(len(groups or []))]
         self.model = multi_adapter_model(setup.model, setup.lora, names, setup.seed)
         self.model.train()
-        adapters = {GLOBAL, *names}
-        whole = whole_model(self.model)
+        self._adapters = {GLOBAL, *names}
+        self._whole = whole_model(self.model)
         for name in names:  # every adapter starts as `global`
-            load_adapter_state(whole, name, adapter_state(whole, GLOBAL))
-        cuts = self._cuts(setup)
-        by_cut = {c: split_model(self.model, [c]) if self.split else [whole] for c in sorted(set(cuts))}
-        device_stages = [by_cut[c][0] for c in cuts]
-        make_opt = make_optimizer_factory(setup.train)
-        codecs = (build_codec(setup.codec.up), build_codec(setup.codec.down))
-        devices = list(range(n_devices))
-        if self.split:
-            self.server = SplitServer(
-                [by_cut[c][1] for c in cuts], device_stages, devices, adapters, make_opt, codecs,
-                self.model.config.hidden_size, setup.max_message_bytes, setup.seed, self.shared_server_adapter,
-                self.server_copies, sizes=setup.sizes, max_batch=setup.train.batch_size, max_tokens=setup.max_tokens,
-                groups=groups,
-            )
-        else:
-            self.server = AdapterServer(whole, devices, adapters, relay=False,
-                                        max_message_bytes=setup.max_message_bytes, sizes=setup.sizes)
-        self.transport = transport or InProcessTransport(self.server.handlers())
-        flops = {c: (FlopMeter(), FlopMeter()) for c in by_cut}  # shared by the devices of one cut
-        self.devices = [
-            DeviceWorker(
-                n, device_stages[n], ShuffledBatches(
-                    data, setup.train.batch_size, derive_seed(setup.seed, n), setup.train.group_by_length
-                ),
-                size, make_opt, codecs, self.transport, adapters, flops[cuts[n]], seed=setup.seed,
-                broadcast_stage=self.server.device_stage,
-            )
-            for n, (data, size) in enumerate(zip(setup.device_data, setup.sizes))
-        ]
-        self.federation = Federation(
-            self.devices, self.server, self.transport, [local_steps(setup.train, s) for s in setup.sizes],
-            self.layout, setup.distribution, setup.turn_order, setup.seed, groups=groups,
-        )
+            load_adapter_state(self._whole, name, adapter_state(self._whole, GLOBAL))
+        self._device_cuts = self._cuts(setup)
+        self._by_cut = {c: split_model(self.model, [c]) if self.split else [self._whole]
+                        for c in sorted(set(self._device_cuts))}
+        self._device_stages = [self._by_cut[c][0] for c in self._device_cuts]
+        self._codecs = (build_codec(setup.codec.up), build_codec(setup.codec.down))
+        return groups
+
+    def _worker(self, n: int, transport: Transport, flops: tuple[FlopMeter, FlopMeter]) -> DeviceWorker:
+        setup = self.setup
+        batches = ShuffledBatches(setup.device_data[n], setup.train.batch_size, derive_seed(setup.seed, n),
+                                   setup.train.group_by_length)
+        deepest = max(self._device_stages, key=lambda st: st.stop)  # what a broadcast carries
+        return DeviceWorker(n, self._device_stages[n], batches, setup.sizes[n], make_optimizer_factory(setup.train),
+                            self._codecs, transport, self._adapters, flops, seed=setup.seed, broadcast_stage=deepest)
+
+    @classmethod
+    def device_worker(cls, setup: Setup, n: int, transport: Transport) -> DeviceWorker:
+        """Device `n` alone, as its own process builds it (`splittune device`): the same model, stages,
+        data and seeds as in a whole in-process run, talking to the server through `transport`."""
+        if not 0 <= n < len(setup.device_data):
+            raise ValueError(f"--index {n}: the run has devices 0..{len(setup.device_data) - 1}")
+        scheme = cls.__new__(cls)
+        scheme.setup = setup
+        scheme._build_model(setup)
+        return scheme._worker(n, transport, (FlopMeter(), FlopMeter()))
+
+    def close(self) -> None:
+        """Stop the fleet (a deployed run's server and its devices); nothing to do in one process."""
+        self.fleet.close()
 
     def _cuts(self, setup: Setup) -> list[int]:
         cuts = setup.device_cuts
@@ -113,28 +146,37 @@ class FederatedScheme:
         return cuts
 
     def optimizers(self):
-        return [d.optimizer for d in self.devices] + list(getattr(self.server, "optimizers", {}).values())
+        """The server's optimizers and those of the devices in this process (a device sets its own
+        learning rate from its turn and resets its own state)."""
+        return [d.optimizer for d in self.devices] + self._server_optimizers()
+
+    def _server_optimizers(self):
+        return list(getattr(self.server, "optimizers", {}).values())
 
     def run_round(self, round_idx: int) -> RoundResult:
-        set_lr(self.optimizers(), round_lr(self.setup.train, round_idx))
-        work, losses = self.federation.run_round(round_idx)
-        if self.setup.train.reset_optimizer:
-            for opt in self.optimizers():
+        lr, reset = round_lr(self.setup.train, round_idx), self.setup.train.reset_optimizer
+        set_lr(self._server_optimizers(), lr)
+        outcome = self.federation.run_round(round_idx, lr, reset)
+        if reset:
+            for opt in self._server_optimizers():
                 opt.state.clear()
-        device_peaks = [m for m in (d.memory.reset() for d in self.devices) if m is not None]
+        self._cut_bytes.update({r.device: r.cut_bytes for r in outcome.reports})
+        device_peaks = [r.memory for r in outcome.reports if r.memory is not None]
+        losses = outcome.losses
         return RoundResult(
             loss=sum(losses) / len(losses),
-            work=work,
+            work=outcome.work,
             device_memory=max(device_peaks, key=lambda m: m.total),
             server_memory=self.server.memory.reset(),
             compression=self._compression() if self.split else {},
             rejected=dict(self.server.rejected),
+            dropped=outcome.dropped,
         )
 
     def _compression(self) -> dict[str, float | None]:
         out = {}
         for direction in ("up", "down"):
-            raw, frame, message = (sum(d.cut_bytes[direction][i] for d in self.devices) for i in range(3))
+            raw, frame, message = (sum(c[direction][i] for c in self._cut_bytes.values()) for i in range(3))
             out[direction] = raw / message if message else None
             out[f"{direction}_codec"] = raw / frame if frame else None
         return out

@@ -84,10 +84,10 @@ def test_global_adapter_is_the_data_weighted_fedavg_of_the_devices_updates(schem
         if scheme_cls is SFT:
             original = scheme.server.aggregate
 
-            def snapshot():
+            def snapshot(devices=None):
                 for n in range(3):
                     server_side[n] = copy_slots(scheme.server.slots[device_adapter(n)])
-                return original()
+                return original(devices)
 
             scheme.server.aggregate = snapshot
         scheme.run_round(t)

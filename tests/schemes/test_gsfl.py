@@ -40,10 +40,10 @@ def test_groups_relay_inside_and_are_averaged_across_by_their_data():
     ends = {}
     original = server.aggregate
 
-    def snapshot():  # each group's last device-side upload and its server-side adapter, before FedAvg
+    def snapshot(devices=None):  # each group's last device-side upload and its server-side adapter, before FedAvg
         for g in range(2):
             ends[g] = (copy_slots(server.relay_slots[g]), copy_slots(server.slots[group_adapter(g)]))
-        return original()
+        return original(devices)
 
     server.aggregate = snapshot
     result = scheme.run_round(0)

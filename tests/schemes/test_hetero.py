@@ -55,10 +55,10 @@ def test_each_block_is_averaged_over_both_sides_by_data_size():
         d.transport = scheme.transport
     original = scheme.server.aggregate
 
-    def snapshot():
+    def snapshot(devices=None):
         for n in range(3):
             server_side[n] = copy_slots(scheme.server.slots[device_adapter(n)])
-        return original()
+        return original(devices)
 
     scheme.server.aggregate = snapshot
     scheme.run_round(0)
