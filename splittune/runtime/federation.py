@@ -193,8 +193,8 @@ class Federation:
         if len(finished) < self.min_devices:
             raise FleetError(f"round {round_idx + 1}: {len(finished)} of {len(order)} devices finished "
                              f"(min_devices={self.min_devices}); dropped: {dropped}")
-        with self.fleet.lock:
-            self.server.aggregate(finished)
+        with self.fleet.lock:  # over the finishers only when some were dropped
+            self.server.aggregate(finished) if dropped else self.server.aggregate()
         done = set(finished)
         groups = [kept for kept in ([i for i in lane if i in done] for lane in lanes) if kept]
         work = RoundWork([r.work for r in reports], self.layout.schedule, self.layout.server,

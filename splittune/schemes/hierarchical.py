@@ -18,7 +18,7 @@ from splittune.models.split import check_cuts, num_blocks, split_model, whole_mo
 from splittune.runtime.adapters import GLOBAL, adapter_state, device_adapter, load_adapter_state
 from splittune.runtime.batches import ShuffledBatches, derive_seed
 from splittune.runtime.device import DeviceWorker
-from splittune.runtime.federation import Federation, Layout, contiguous_groups
+from splittune.runtime.federation import Federation, Layout, LocalFleet, contiguous_groups
 from splittune.runtime.hierarchy import Cloud, EdgeServer
 from splittune.runtime.metering import FlopMeter
 from splittune.runtime.server import AdapterServer, SplitServer
@@ -85,7 +85,8 @@ class Hierarchical(FederatedScheme):
                          seed=setup.seed)
             for i, (data, size) in enumerate(zip(setup.device_data, sizes))
         ]
-        self.federation = Federation(self.devices, self.server, self.transport, [local_steps(setup.train, s) for s in sizes],
+        self.fleet, self._cut_bytes = LocalFleet(self.devices), {}
+        self.federation = Federation(self.fleet, self.server, self.transport, [local_steps(setup.train, s) for s in sizes],
                                      self.layout, setup.distribution, setup.turn_order, setup.seed, groups=groups,
                                      edges=self.edges)
 
