@@ -22,6 +22,7 @@ Extra key=value overrides go to every run.
 from __future__ import annotations
 
 import argparse
+import csv
 import shlex
 import sys
 from pathlib import Path
@@ -62,6 +63,14 @@ def round_s(folder: Path) -> float | None:
     return sum(later) / len(later) if later else None
 
 
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def rows_of(specs: list[str]):
     """A row per spec: a scheme or named row (`hetero`, `sft-mincut`), or a variant NAME:key=value."""
     return parse_rows(",".join(s for s in specs if ":" not in s), [s for s in specs if ":" in s])
@@ -72,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/edge-papers"))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-train", type=int, default=320)
+    ap.add_argument("--studies", default=",".join(STUDIES), help=f"which to run, of {','.join(STUDIES)}")
+    ap.add_argument("--summarise", action="store_true",
+                    help="run nothing: write headlines.md from the studies' compare.csv already under --out")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     command = shlex.join(["python", "benchmarks/edge_papers.py", *(argv if argv is not None else sys.argv[1:])])
@@ -79,20 +91,34 @@ def main(argv: list[str] | None = None) -> None:
     base = [f"train.rounds={args.rounds}", f"data.max_train={args.max_train}", "data.max_test=200",
             f"output_dir={args.out / 'runs'}", *args.overrides]
     results = {}
-    for study, (extra, specs) in STUDIES.items():
-        rows = rows_of(specs)
+    for study in args.studies.split(","):
+        extra, specs = STUDIES[study]
         out = args.out / study
-        got = compare(None, [*base, *extra], rows, targets=["common"], out=out,
-                      command=f"{command}  # study {study}", console=console)
+        if args.summarise:
+            if not (out / "compare.csv").is_file():
+                continue
+            with (out / "compare.csv").open() as f:
+                got = [{k: float(v) if _number(v) else (v or None) for k, v in r.items()} for r in csv.DictReader(f)]
+        else:
+            got = compare(None, [*base, *extra], rows_of(specs), targets=["common"], out=out,
+                          command=f"{command}  # study {study}", console=console)
         results[study] = {r["row"]: {**r, "round_s": round_s(out / r["run"])} for r in got}
-    lines = ["# Three papers' headlines, measured", "", f"Made by `{command}`.", "",
+    if not results:
+        raise SystemExit(f"no study's compare.csv under {args.out}")
+    made = next(line for line in (args.out / next(iter(results)) / "compare.md").read_text().splitlines()
+                if line.startswith("Command:")).split("`")[1].split("  # study")[0]
+    lines = ["# Three papers' headlines, measured", "", f"Made by `{made}`"
+             + (f", the table by `{command}`." if args.summarise else "."), "",
              "| paper | headline | ours: | against | ours |", "|---|---|---|---|---:|"]
     for study, claim, row, baseline, metric in HEADLINES:
+        if study not in results:
+            lines.append(f"| {study} | {claim} | {WHAT[metric]} of `{row}` | `{baseline}` | not run |")
+            continue
         ours, base_value = results[study][row].get(metric), results[study][baseline].get(metric)
         change = f"{100 * (ours / base_value - 1):+.1f}%" if ours is not None and base_value else "n/a"
         lines.append(f"| {study} | {claim} | {WHAT[metric]} of `{row}` | `{baseline}` | {change} |")
     lines += ["", "Each study's table, plots and run folders: " + ", ".join(
-        f"[{s}]({s}/compare.md)" for s in STUDIES) + ".", ""]
+        f"[{s}]({s}/compare.md)" for s in results) + ".", ""]
     (args.out / "headlines.md").write_text("\n".join(lines))
     console.print("\n".join(lines))
 
