@@ -13,10 +13,14 @@ and may take the next round's turn.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
+
+import grpc
 
 from splittune.network.trace import DeviceRoundWork
 from splittune.runtime.device import DeviceWorker
+from splittune.runtime.grpc_transport import TransportError
 from splittune.runtime.messages import Message, MessageError, MessageKind, decode
 from splittune.runtime.turns import Turn
 
@@ -25,8 +29,10 @@ CLOSED_ROUND = ("wrong_round", "wrong_step")  # what the server answers a droppe
 
 
 class DeviceClient:
-    def __init__(self, worker: DeviceWorker, config_digest: str):
-        self.worker, self.config_digest = worker, config_digest
+    def __init__(self, worker: DeviceWorker, config_digest: str, patience_s: float = 300.0):
+        """`patience_s`: how long to keep trying to reach a server that is not listening yet (it loads its
+        model and data before it serves; a device started beside it would otherwise give up)."""
+        self.worker, self.config_digest, self.patience_s = worker, config_digest, patience_s
         self.transport, self.index = worker.transport, worker.index
         self.turns = self.abandoned = 0
 
@@ -35,7 +41,7 @@ class DeviceClient:
         return decode(reply, expect=MessageKind.CONTROL).meta
 
     def run(self) -> None:
-        session = self._control("register", config=self.config_digest)["session"]
+        session = self._register()
         log.info("device %d registered (session %s)", self.index, session)
         while True:
             answer = self._control("poll", session=session)
@@ -47,6 +53,17 @@ class DeviceClient:
                 self._turn(Turn.from_meta(answer.get("turn")))
             elif action != "wait":
                 raise MessageError(f"the server answered a poll with {action!r}")
+
+    def _register(self) -> int:
+        deadline = time.monotonic() + self.patience_s
+        while True:
+            try:
+                return self._control("register", config=self.config_digest)["session"]
+            except TransportError as e:
+                if e.code != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+                log.warning("device %d: the server is not reachable yet; trying again", self.index)
+                time.sleep(1.0)
 
     def _turn(self, turn: Turn) -> None:
         heard = DeviceRoundWork(device=self.index)  # a broadcast's bytes are the round loop's to count
