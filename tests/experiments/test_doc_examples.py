@@ -2,7 +2,7 @@
 
 Commands are read from the page's ```bash blocks (continuation lines joined). Reductions keep the
 command and its keys and make it small: runs get tiny BERT, 2 devices, 1 round and a little data
-(later key=value pairs win); `plan` gets tiny BERT; `split` gets the tiny model of the same family;
+(later key=value pairs win); `plan` gets tiny BERT; `split` gets the tiny model of the same family (and 32 tokens);
 `reproduce table3` gets its documented small check. Shell lines (printf ...) run as they are, in
 the same scratch folder, so files they write are there for the commands after them.
 """
@@ -32,12 +32,14 @@ def commands() -> list[str]:
 def reduced(argv: list[str], tmp: Path) -> list[str]:
     command = argv[1]
     if command == "run":
-        return [*argv[1:], *RUN, "--out", str(tmp / "run")]
+        return [*argv[1:], *RUN, "--out", str(tmp / "run"), "--force"]  # every example writes the one folder
     if command == "plan":
         return [*argv[1:], "model.name=tiny-bert"]
     if command == "split":
         family = argv[2].rpartition("-")[0] or argv[2]
-        return ["split", TINY.get(family, argv[2]), *argv[3:]]
+        # the tiny models read at most 64 positions; a repeated option's last value wins
+        seq_len = ["--seq-len", "32"] if "--seq-len" in argv else []
+        return ["split", TINY.get(family, argv[2]), *argv[3:], *seq_len]
     if argv[1:3] == ["reproduce", "table3"]:
         return ["reproduce", "table3", *TABLE3]
     raise AssertionError(f"no reduced form for {' '.join(argv)}: add one to this test")
