@@ -47,9 +47,20 @@ def _twins() -> tuple[ServerHarness, ServerHarness]:
     return out[0], out[1]
 
 
+@pytest.fixture(autouse=True)
+def _quiet_rejections():
+    """Rejections are the point here: silence their warnings for these tests only (a level left set
+    would hide the warnings other tests assert on)."""
+    loggers = [logging.getLogger(f"splittune.runtime.{m}") for m in ("server", "grpc_transport")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    yield
+    for lg, level in zip(loggers, levels):
+        lg.setLevel(level)
+
+
 def _fuzz(examples: int) -> dict:
-    logging.getLogger("splittune.runtime.server").setLevel(logging.ERROR)  # rejections are the point here
-    logging.getLogger("splittune.runtime.grpc_transport").setLevel(logging.ERROR)
     fuzzed, twin = _twins()
     a, b = fuzzed.server, twin.server
     methods = [("train_step", fuzzed.activations), ("upload_adapter", fuzzed.upload),
