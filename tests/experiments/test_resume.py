@@ -145,8 +145,12 @@ def whole_run(tmp_path_factory):
 
 def _splittune(*args) -> subprocess.Popen:
     code = "from splittune.cli import app; app()"
+    # a shell that starts jobs in the background (nohup, `make … &`, some CI runners) leaves SIGINT
+    # ignored, and an ignored signal is inherited: the child gets Python's Ctrl-C handler only if
+    # SIGINT is at its default when it starts
     return subprocess.Popen([sys.executable, "-c", code, "run", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=ONE_THREAD)
+                            stderr=subprocess.STDOUT, text=True, env=ONE_THREAD,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _signal_in_round(proc: subprocess.Popen, folder, round_no: int, signum: int, fraction: float = 1 / 3) -> str:
