@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import torch
+from steptime import alternated_seconds, medians, plain_step_fn, split_step_fn
 
 from splittune.data import DataConfig, load_data, tensorize_causal
 from splittune.models.families import family_of, set_checkpointing
@@ -32,7 +31,6 @@ from splittune.models.lora import LoraSettings, attach_lora
 from splittune.network.trace import DeviceRoundWork
 from splittune.runtime.batches import ShuffledBatches
 from splittune.schemes import SFT, Setup
-from splittune.schemes.base import make_optimizer_factory
 from splittune.schemes.config import CodecPair, TrainConfig
 
 LORA = LoraSettings(rank=8, alpha=16.0)
@@ -81,38 +79,17 @@ def main() -> None:
     batches = [b for _, b in zip(range(args.steps), ShuffledBatches(tensors, args.batch, 0, True))]
 
     # 1. step time, split vs unsplit
-    plain = attach_lora(load_model(args.model, num_labels=1, task="causal_lm")[0], LORA)
-    plain.train()
-    opt = make_optimizer_factory(train)([p for p in plain.parameters() if p.requires_grad])
-
-    def plain_step(batch):
-        plain(**batch).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+    plain_step = plain_step_fn(attach_lora(load_model(args.model, num_labels=1, task="causal_lm")[0], LORA), train)
     sft = SFT(Setup(model=base, device_data=[tensors], test_data=tensors, train=train, lora=LORA, cut=args.cut,
                     codec=CodecPair(), seed=0))
-    device, steps = sft.devices[0], iter(range(10**9))
-    sft.server.start_round(0)  # one long round: the server takes the device's steps 0, 1, 2, ... in order
-    work = DeviceRoundWork(device=0)
-
-    def split_step(batch):  # the device draws the same `batch` from device.batches, set to `batches` below
-        device.train_step(0, next(steps), work)
-
+    device, split_step = sft.devices[0], split_step_fn(sft)
     device.batches = iter(batches[:1])
     split_step(None), plain_step(batches[0])  # warm-up: FLOP counting and meters run once per shape
     device.batches = iter(batches)
-    times = {"unsplit": [], "split": []}
-    for i, batch in enumerate(batches):
-        order = [("unsplit", plain_step), ("split", split_step)]
-        for name, fn in order if i % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            fn(batch)
-            times[name].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = medians(alternated_seconds(batches, {"unsplit": plain_step, "split": split_step}))
     print(f"step time (median of {args.steps}, cut {args.cut}): unsplit PEFT {med['unsplit']:.2f} s, "
           f"split sft {med['split']:.2f} s, split/unsplit {med['split'] / med['unsplit']:.3f}", flush=True)
-    del plain, opt, sft, device, base
+    del plain_step, split_step, sft, device, base
 
     # 2. device peak memory
     print(f"\n{'cut':>4} {'base':>5} {'ckpt':>5} {'device peak':>12} {'activations':>12} {'params':>10}")

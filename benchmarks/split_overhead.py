@@ -12,17 +12,15 @@ separately), and both paths fill their allocator caches.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from steptime import alternated_seconds, medians, plain_step_fn, split_step_fn
 
 from splittune.data import DataConfig, load_data
 from splittune.models.load import load_model
 from splittune.models.lora import LoraSettings, attach_lora
 from splittune.runtime.batches import ShuffledBatches, tensorize
 from splittune.schemes import SFT, Setup
-from splittune.schemes.base import make_optimizer_factory
 from splittune.schemes.config import CodecPair, TrainConfig
 
 
@@ -41,40 +39,19 @@ def main() -> None:
     tensors = tensorize(data.train_x, data.train_y, tok, args.max_length)
     batches = [b for _, b in zip(range(args.steps), ShuffledBatches(tensors, args.batch, 0, True))]
 
-    plain = attach_lora(load_model(args.model, num_labels=data.num_labels, seed=0)[0], LoraSettings())
-    plain.train()
-    opt = make_optimizer_factory(train)([p for p in plain.parameters() if p.requires_grad])
-
-    def plain_step(batch):
-        plain(**batch).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+    plain_step = plain_step_fn(attach_lora(load_model(args.model, num_labels=data.num_labels, seed=0)[0],
+                                           LoraSettings()), train)
     setup = Setup(model=base, device_data=[tensors], test_data=tensors, train=train, lora=LoraSettings(),
                   cut=args.cut, codec=CodecPair(), seed=0)
     sft = SFT(setup)
     device = sft.devices[0]
-    step_idx = iter(range(10**9))
-
-    def split_step(batch):  # the device draws the same `batch` from device.batches, set to `batches` below
-        device.train_step(0, next(step_idx))
+    split_step = split_step_fn(sft)
+    variants = {"unsplit": plain_step, "split": split_step}
 
     device.batches = iter(batches)
-    warm = {"unsplit": 0.0, "split": 0.0}
-    for b in batches:
-        for name, fn in (("unsplit", plain_step), ("split", split_step)):
-            start = time.perf_counter()
-            fn(b)
-            warm[name] += time.perf_counter() - start
+    warm = {name: sum(v) for name, v in alternated_seconds(batches, variants).items()}
     device.batches = iter(batches)
-    times = {"unsplit": [], "split": []}
-    for i, batch in enumerate(batches):
-        order = [("unsplit", plain_step), ("split", split_step)]
-        for name, fn in order if i % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            fn(batch)
-            times[name].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = medians(alternated_seconds(batches, variants))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}, batch {args.batch}, "
           f"{args.max_length} tokens, cut {args.cut}, {args.steps} steps each")
     print(f"median step time  unsplit (PEFT): {med['unsplit'] * 1e3:8.1f} ms")
