@@ -32,7 +32,8 @@ from splittune.runtime.checkpoint import Snapshot
 from splittune.runtime.device import exchange
 from splittune.runtime.messages import Message, MessageKind, decode, decode_state_dict, encode_state_dict, state_spec
 from splittune.runtime.metering import FlopMeter
-from splittune.runtime.server import AdapterServer, SplitServer, _guarded
+from splittune.runtime.server import AdapterServer, _guarded
+from splittune.runtime.split_server import SplitServer
 from splittune.runtime.transport import Routed, Transport
 
 

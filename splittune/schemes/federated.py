@@ -32,7 +32,8 @@ from splittune.runtime.checkpoint import Snapshot
 from splittune.runtime.device import DeviceWorker
 from splittune.runtime.federation import Federation, Fleet, Layout, LocalFleet, contiguous_groups
 from splittune.runtime.metering import FlopMeter
-from splittune.runtime.server import AdapterServer, SplitServer
+from splittune.runtime.server import AdapterServer
+from splittune.runtime.split_server import SplitServer
 from splittune.runtime.transport import InProcessTransport, Transport
 from splittune.schemes.base import RoundResult, Setup, evaluate, local_steps, make_optimizer_factory, round_lr, set_lr
 

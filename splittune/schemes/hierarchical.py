@@ -21,7 +21,8 @@ from splittune.runtime.device import DeviceWorker
 from splittune.runtime.federation import Federation, Layout, LocalFleet, contiguous_groups
 from splittune.runtime.hierarchy import Cloud, EdgeServer
 from splittune.runtime.metering import FlopMeter
-from splittune.runtime.server import AdapterServer, SplitServer
+from splittune.runtime.server import AdapterServer
+from splittune.runtime.split_server import SplitServer
 from splittune.runtime.transport import InProcessTransport, Routed, Transport
 from splittune.schemes.base import RoundResult, Setup, local_steps, make_optimizer_factory
 from splittune.schemes.federated import FederatedScheme, multi_adapter_model

@@ -132,7 +132,7 @@ def test_split_equals_unsplit_at_every_cut(family, task):
 
 @pytest.mark.parametrize("family", list(IMAGE))
 def test_the_server_admits_as_many_image_tokens_as_cross(family):
-    from splittune.runtime.server import max_positions
+    from splittune.runtime.split_server import max_positions
 
     model = lora_model(family, "classification")
     acts = split_model(model, [1])[0](batch_for(model, family, "classification"))
