@@ -161,6 +161,25 @@ class RunConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _recut(self) -> "RunConfig":
+        p = self.planning
+        if not p.recut_every:
+            return self
+        recuttable = [name for name, cls in SCHEMES.items() if getattr(cls, "recuttable", lambda: False)()]
+        if self.scheme not in recuttable:
+            raise ValueError(f"planning.recut_every moves the cut of a scheme whose devices each keep their own "
+                             f"adapter on both sides: scheme one of {', '.join(recuttable)}; got {self.scheme}")
+        if p.cut != "mincut":
+            raise ValueError(f"planning.recut_every re-plans the block-wise min cut: it needs planning.cut=mincut, "
+                             f"got {p.cut}")
+        if self.scenario.channel.fading == "none":
+            raise ValueError("planning.recut_every re-plans on each round's channel, which never changes with "
+                             "scenario.channel.fading=none: use scenario.preset=dynamic (or channel.fading=rayleigh)")
+        if self.transport != "inprocess":
+            raise ValueError("planning.recut_every moves blocks between devices in this process: transport=inprocess")
+        return self
+
+    @model_validator(mode="after")
     def _groups(self) -> "RunConfig":
         if self.scheme == "gsfl" and self.gsfl.groups > self.devices:
             raise ValueError(f"gsfl.groups must be in 1..{self.devices} (devices); got {self.gsfl.groups}")

@@ -28,6 +28,7 @@ from splittune.experiments.cut_plans import resolve_cuts
 from splittune.experiments.mincut_plan import resolve_mincut
 from splittune.experiments.planning import predicted_round, resolve_planning
 from splittune.experiments.preflight import check_classes, check_model, claim_folder
+from splittune.experiments.recut_plan import Recut
 from splittune.experiments.report import summary_table, write_report
 from splittune.experiments.simulation import RoundSimulator
 from splittune.experiments.tracking import Trackers
@@ -179,6 +180,8 @@ def _train(cfg: RunConfig, out: Path, console: Console, state: dict, built, star
            checkpoint: Snapshot | None = None, fleet=None) -> dict:
     """Train the rounds not done yet (all of them unless `checkpoint`), then write the results."""
     setup, stats, data, tokenizer = built
+    recut = Recut(cfg, setup) if cfg.planning.recut_every else None  # probes the model before LoRA goes on
+    setup.cut = state.get("cut", setup.cut)  # a resumed re-cut run goes on at the cut it had reached
     scheme = SCHEMES[cfg.scheme](setup, **({"fleet": fleet} if fleet is not None else {}))
     simulator = RoundSimulator.from_config(cfg, predicted_round(cfg, data))
     if checkpoint is None:
@@ -205,9 +208,12 @@ def _train(cfg: RunConfig, out: Path, console: Console, state: dict, built, star
         task = progress.add_task(f"{cfg.scheme} rounds", total=cfg.train.rounds, completed=len(records), status="")
         try:
             for t in range(len(records), cfg.train.rounds):
+                planned = recut.before_round(scheme, t) if recut is not None else {}
                 result = scheme.run_round(t)
                 accuracy, test_loss = scheme.evaluate()
-                record = _record(cfg, t, result, accuracy, test_loss, simulator, start)
+                record = {**_record(cfg, t, result, accuracy, test_loss, simulator, start), **planned}
+                if recut is not None:
+                    state["cut"] = scheme.cut
                 with sigint_deferred():  # the record and the checkpoint agree, whenever Ctrl-C comes
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()

@@ -9,7 +9,7 @@ shared, per-device or no server) with `network.clock.simulate_round`, and return
 No look-ahead: a base station decides the bandwidth shares and the server order BEFORE the
 round, knowing the round's channel state but not its messages. So both are solved (by the
 configured allocator and order rule) on the round it expects: the previous round's work without
-its one-off model distribution, or on round 0 the prediction from the codec and the model
+its one-off model distribution and re-cut, or on round 0 the prediction from the codec and the model
 (`experiments.planning.predicted_round`); with neither (or a different round shape), equal shares
 and fifo. The realised work is then replayed with those shares and that order (`round_sim_s`);
 the clairvoyant allocation, solved on the realised work itself, is recorded beside it as
@@ -34,9 +34,9 @@ from splittune.runtime.checkpoint import Snapshot, generators_snapshot, restore_
 
 
 def stage_times(d: RoundDurations) -> np.ndarray:
-    """(N, 3) seconds per device: before the server (ED + CC + IT), at it (SC), after it (GT + DU + LT),
+    """(N, 3) seconds per device: before the server (RC + ED + CC + IT), at it (SC), after it (GT + DU + LT),
     summed over the round's local steps: the job model of `planning.ordering`."""
-    before = d.ed_s + np.array([c.sum() + i.sum() for c, i in zip(d.cc_s, d.it_s)])
+    before = d.rc_s + d.ed_s + np.array([c.sum() + i.sum() for c, i in zip(d.cc_s, d.it_s)])
     at = np.array([s.sum() for s in d.sc_s])
     after = np.array([g.sum() + u.sum() for g, u in zip(d.gt_s, d.du_s)]) + d.lt_s
     return np.column_stack([before, at, after])
@@ -99,8 +99,8 @@ class RoundSimulator:
         allocator, decided = self._decisions(work, round_idx, order, server_f_hz)
         realised = simulate_round(self.world, work, round_idx, allocator, decided, server_f_hz)
         oracle = simulate_round(self.world, work, round_idx, self.allocator, order, server_f_hz)
-        self.expected = dataclasses.replace(work, broadcast_model_bytes=0, devices=[
-            dataclasses.replace(w, model_down_bytes=0) for w in work.devices])
+        self.expected = dataclasses.replace(work, broadcast_model_bytes=0, broadcast_recut_bytes=0, devices=[
+            dataclasses.replace(w, model_down_bytes=0, recut_up_bytes=0, recut_down_bytes=0) for w in work.devices])
         return realised, oracle
 
     def simulate(self, work: RoundWork, round_idx: int) -> RoundTimeline:

@@ -2,6 +2,9 @@
 
 Process model (one SimPy process per participating device; `RoundWork` says how they are laid out):
 
+  RC   a re-cut before the round (`planning.recut_every`): the frozen weights of the blocks that move
+       to the devices, broadcast (`broadcast_recut_bytes`, like ED's broadcast), then what this device
+       receives (`recut_down_bytes`) and hands the server (`recut_up_bytes`) over its own shares;
   ED   distribution at the round's start: first the broadcast (`RoundWork.broadcast_*_bytes`,
        one transmission over the whole band B heard by every device at its own downlink SNR,
        eq. 11), then what is sent to this device alone (`model_down_bytes`, `adapter_down_bytes`)
@@ -66,7 +69,7 @@ from splittune.network.energy import compute_energy_j, transmit_energy_j
 from splittune.network.scenario import World
 from splittune.network.trace import DeviceRoundWork, LaneWork, RoundWork, StepWork
 
-PHASES = ("ED", "CC", "IT", "SC", "GT", "DU", "LT", "WD", "WU", "CL")
+PHASES = ("ED", "CC", "IT", "SC", "GT", "DU", "LT", "WD", "WU", "CL", "RC")
 
 
 class Event(NamedTuple):
@@ -91,6 +94,7 @@ class RoundDurations:
     gt_s: list[np.ndarray]
     du_s: list[np.ndarray]
     lt_s: np.ndarray  # (n,)
+    rc_s: np.ndarray  # (n,) a re-cut's moved blocks (0 in a round without one)
     cl_s: list[np.ndarray] = field(default_factory=list)  # the cloud's compute per step (three-stage chains)
 
 
@@ -108,6 +112,7 @@ class RoundTimeline:
     server_mode: str = "shared"
     schedule: str = "parallel"
     broadcast_s: dict[int, float] = field(default_factory=dict)  # each device's share of ED that was broadcast
+    recut_broadcast_s: dict[int, float] = field(default_factory=dict)  # and of RC
     server_order: list[int] = field(default_factory=list)  # devices in the order the server served batches
     groups: list[list[int]] = field(default_factory=list)  # the devices by group, in turn order
     outage_slots: dict[int, int] = field(default_factory=dict)  # coherence slots each device's links waited
@@ -139,6 +144,7 @@ class RoundTimeline:
                 out[p] += s
             if i:
                 out["ED"] -= self.broadcast_s.get(d, 0.0)
+                out["RC"] -= self.recut_broadcast_s.get(d, 0.0)
         return out
 
     @property
@@ -185,8 +191,6 @@ def _server_ranks(order: Order, durations: RoundDurations) -> dict[int, int]:
     if sorted(perm) != sorted(durations.devices):
         raise ValueError(f"order {perm} is not a permutation of the round's devices {durations.devices}")
     return {d: r for r, d in enumerate(perm)}
-
-
 
 
 def _shares(world: World, work: RoundWork, allocator: BandwidthAllocator, fixed_s, load_hz_s, lanes,
@@ -263,13 +267,17 @@ def simulate_round(
     global_bcast = np.array([_air_s(work.broadcast_bytes, r) for r in broadcast_bps])
     bcast = global_bcast + np.array([_air_s(lane_work[lane_of[i]].broadcast_bytes, r)
                                      for i, r in enumerate(broadcast_bps)])
+    recut_bcast = np.array([_air_s(work.broadcast_recut_bytes, r) for r in broadcast_bps])
     unicast_down = [w.model_down_bytes + w.adapter_down_bytes for w in works]
-    bits_ul = 8.0 * np.array([sum(s.up_bytes for s in w.steps) + w.adapter_up_bytes for w in works])
-    bits_dl = 8.0 * np.array([sum(s.down_bytes for s in w.steps) + u for w, u in zip(works, unicast_down)])
-    fixed_s = bcast + np.array([c.sum() + u.sum() + s.sum() for c, u, s in zip(cc, du, sc)])
+    bits_ul = 8.0 * np.array([sum(s.up_bytes for s in w.steps) + w.adapter_up_bytes + w.recut_up_bytes for w in works])
+    bits_dl = 8.0 * np.array([sum(s.down_bytes for s in w.steps) + u + w.recut_down_bytes
+                              for w, u in zip(works, unicast_down)])
+    fixed_s = bcast + recut_bcast + np.array([c.sum() + u.sum() + s.sum() for c, u, s in zip(cc, du, sc)])
     shares = _shares(world, work, allocator, fixed_s, bits_ul / plan_ul + bits_dl / plan_dl, lanes, lane_of)
     ul_bps, dl_bps = shares * se_ul, shares * se_dl
     unicast_ed = np.array([_air_s(u, r) for u, r in zip(unicast_down, dl_bps)])
+    recut_own = np.array([_air_s(w.recut_down_bytes, d) + _air_s(w.recut_up_bytes, u)
+                          for w, d, u in zip(works, dl_bps, ul_bps)])
     hop = [[s.relay for s in w.steps] for w in works]
     durations = RoundDurations(
         devices=devices,
@@ -280,6 +288,7 @@ def simulate_round(
         gt_s=[np.array([_air_s(s.down_bytes, r) for s in w.steps]) for w, r in zip(works, dl_bps)],
         du_s=du,
         lt_s=np.array([_air_s(w.adapter_up_bytes, r) for w, r in zip(works, ul_bps)]),
+        rc_s=recut_bcast + recut_own,
         cl_s=[np.array([r.server_flops / cloud_flops_per_s if r else 0.0 for r in h]) for h in hop],
     )
     ranks = _server_ranks(order, durations) if work.server == "shared" else {}
@@ -328,14 +337,20 @@ def simulate_round(
             yield env.timeout(head_s[lane_of[i]])
         if wait_dl[i] > 0:  # in outage: nothing decodes until the fading redraws (counted in wait_s)
             yield env.timeout(float(wait_dl[i]))
+        yield from phase(dev, "RC", recut_bcast[i])
         yield from phase(dev, "ED", bcast[i])
         if not first:
             yield turn_done[lane[lane.index(i) - 1]]
+        uplink_wait = float(wait_ul[i])  # before this device's first uplink transfer
+        if works[i].recut_up_bytes and uplink_wait > 0:
+            yield env.timeout(uplink_wait)
+            uplink_wait = 0.0
+        yield from phase(dev, "RC", recut_own[i])
         yield from phase(dev, "ED", unicast_ed[i])
         for k, step in enumerate(works[i].steps):
             yield from phase(dev, "CC", durations.cc_s[i][k])
-            if k == 0 and wait_ul[i] > 0:
-                yield env.timeout(float(wait_ul[i]))
+            if k == 0 and uplink_wait > 0:
+                yield env.timeout(uplink_wait)
             yield from phase(dev, "IT", durations.it_s[i][k])
             if step.relay is None:
                 yield from at_server(dev, durations.sc_s[i][k])
@@ -353,8 +368,9 @@ def simulate_round(
         env.process(device(i))
     env.run()
 
-    air_ul = [durations.it_s[i].sum() + durations.lt_s[i] for i in range(n)]
-    air_dl_unicast = sum(unicast_ed[i] + durations.gt_s[i].sum() for i in range(n))
+    recut_ul = [_air_s(w.recut_up_bytes, u) for w, u in zip(works, ul_bps)]
+    air_ul = [durations.it_s[i].sum() + durations.lt_s[i] + recut_ul[i] for i in range(n)]
+    air_dl_unicast = sum(unicast_ed[i] + durations.gt_s[i].sum() + recut_own[i] - recut_ul[i] for i in range(n))
     cells = [lane for lane, lw in zip(lanes, lane_work) if lw.broadcast_bytes]  # each edge's own broadcast
     cell_air = sum(max(_air_s(lane_work[lane_of[lane[0]]].broadcast_bytes, broadcast_bps[i]) for i in lane)
                    for lane in cells)
@@ -366,7 +382,8 @@ def simulate_round(
         )),
         "server": float(
             sum(compute_energy_j(srv, sum(s.server_flops for s in w.steps), f) for w, f in zip(works, server_hz))
-            + transmit_energy_j(world.server.tx_power_w, float(global_bcast.max()) + cell_air + air_dl_unicast)
+            + transmit_energy_j(world.server.tx_power_w, float(global_bcast.max() + recut_bcast.max()) + cell_air
+                                + air_dl_unicast)
         ),
     }
     if relayed:  # wired transmission energy is not modelled
@@ -381,6 +398,7 @@ def simulate_round(
         server_mode=work.server,
         schedule=work.schedule,
         broadcast_s=dict(zip(devices, bcast.tolist())),
+        recut_broadcast_s=dict(zip(devices, recut_bcast.tolist())),
         server_order=served,
         groups=[[devices[i] for i in lane] for lane in lanes],
         outage_slots={d: int(slots[0][d] + slots[1][d]) for d in devices},

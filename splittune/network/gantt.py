@@ -26,9 +26,10 @@ PHASE_NAMES = {
     "WD": "WD: backhaul down (cloud to edge)",
     "WU": "WU: backhaul up (edge to cloud)",
     "CL": "CL: cloud forward+backward",
+    "RC": "RC: re-cut (moved blocks)",
 }
 _PALETTE = ["#8c564b", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#7f7f7f", "#bcbd22", "#17becf",
-            "#e377c2"]
+            "#e377c2", "#000080"]
 _COLOURS = dict(zip(PHASES, _PALETTE))
 _WAIT = dict(facecolor="white", hatch="///", edgecolor="#bbbbbb")
 # a server batch is labelled with its device only where the label fits inside the bar

@@ -38,6 +38,8 @@ BYTE_KINDS: dict[str, str] = {
     "control_down": "down",
     "backhaul_up": "up",  # edge -> cloud over the wired link (three-stage chains): activations, adapters
     "backhaul_down": "down",  # cloud -> edge: gradients, frozen blocks, global adapters
+    "recut_up": "up",  # blocks moving to the server at a re-cut: their frozen weights, the devices' optimizer state
+    "recut_down": "down",  # blocks moving to the devices: their frozen weights, the server's optimizer state
 }
 
 
@@ -109,6 +111,8 @@ class DeviceRoundWork(_ByDirection):
     adapter_up_bytes: int = 0  # device-side LoRA upload at the end of its turn (LT)
     control_up_bytes: int = 0
     control_down_bytes: int = 0
+    recut_up_bytes: int = 0  # blocks this device hands the server at a re-cut before the round (RC)
+    recut_down_bytes: int = 0  # blocks sent to this device alone at a re-cut (RC)
 
     def __post_init__(self) -> None:
         _non_negative(self)
@@ -125,6 +129,8 @@ class DeviceRoundWork(_ByDirection):
             "control_down": self.control_down_bytes,
             "backhaul_up": sum(u for u, _ in backhaul),
             "backhaul_down": sum(d for _, d in backhaul),
+            "recut_up": self.recut_up_bytes,
+            "recut_down": self.recut_down_bytes,
         }
 
 
@@ -175,7 +181,8 @@ class RoundWork(_ByDirection):
     - band "shared": the groups on the air at once share the channel's band B (the bandwidth
       allocator splits it); "per_group": every group has its own cell with the whole band.
     - broadcast_*_bytes: one downlink transmission at the round's start that every device hears
-      (the ED broadcast of eq. 11); counted once, not once per device. `lanes` (one per group, or
+      (the ED broadcast of eq. 11; `broadcast_recut_bytes`: the frozen weights of blocks a re-cut
+      moves to the devices, RC); counted once, not once per device. `lanes` (one per group, or
       none) hold what each group's edge server sent and received outside the steps.
     """
 
@@ -185,6 +192,7 @@ class RoundWork(_ByDirection):
     broadcast_model_bytes: int = 0
     broadcast_adapter_bytes: int = 0
     broadcast_control_bytes: int = 0  # the base station's own request for what it broadcasts
+    broadcast_recut_bytes: int = 0  # frozen blocks a re-cut moves to every device, sent once before the round
     groups: list[list[int]] | None = None  # schedule "grouped" only
     band: Band = "shared"
     lanes: list[LaneWork] = field(default_factory=list)
@@ -233,6 +241,7 @@ class RoundWork(_ByDirection):
             "model_down": self.broadcast_model_bytes,
             "adapters_down": self.broadcast_adapter_bytes,
             "control_up": self.broadcast_control_bytes,
+            "recut_down": self.broadcast_recut_bytes,
         }
         for d in [*self.devices, *self.lanes]:
             for kind, n in d.bytes_by_kind().items():

@@ -8,7 +8,8 @@
 - ``cut`` / ``compression``: ``fixed`` keeps `split.cut` / the configured codecs; ``auto`` solves
   SFT P1 once before training (cut layer l, Top-K ratio rho, quantization levels E) with the
   network cost models and the accuracy model, subject to ``accuracy_min``; ``mincut`` picks the cut by
-  the block-wise minimum s-t cut on the run's own costs (`splittune.experiments.mincut_plan`).
+  the block-wise minimum s-t cut on the run's own costs (`splittune.experiments.mincut_plan`), and with
+  ``recut_every`` N again every N rounds on that round's channel (`splittune.experiments.recut_plan`).
 - ``server_compute``: ``max`` runs the server at its full clock; ``card`` lets CARD pick each device's cut
   and the server's clock for it (`splittune.experiments.card_plan`, scheme ``sl``).
 - ``links``: which links ``compression=auto`` puts the chosen (rho, E) on (the other keeps its codec).
@@ -41,6 +42,10 @@ class PlanningConfig(BaseModel):
     cut: Literal["fixed", "auto", "mincut"] = Field(
         "fixed", description="fixed: split.cut; auto: solve P1 before training; mincut: the block-wise minimum s-t "
                              "cut (arXiv 2507.01041) on the run's cost model")
+    recut_every: int = Field(
+        0, ge=0, description="with cut=mincut under a fading channel (scenario.preset=dynamic): plan the min cut "
+                             "again every this many rounds on the round's channel, moving blocks (charged: RC); "
+                             "0: plan once (sft, sfl)")
     compression: Literal["fixed", "auto"] = Field(
         "fixed", description="fixed: codec.up/down as configured; auto: rho and E from P1 on planning.links")
     links: Literal["up", "down", "both"] = Field(

@@ -170,7 +170,7 @@ def server_order(rule: str = "auto", seed: int = 0) -> Callable[[RoundDurations]
     def order(d: RoundDurations) -> list[int]:
         per = [np.array([x.sum() for x in phase]) for phase in (d.cc_s, d.it_s, d.sc_s, d.gt_s, d.du_s)]
         cc, it, sc, gt, du = per
-        times = np.column_stack([d.ed_s + cc + it, sc, gt + du + d.lt_s])
+        times = np.column_stack([d.rc_s + d.ed_s + cc + it, sc, gt + du + d.lt_s])
         return [d.devices[i] for i in schedule(OrderProblem(times, parallel_devices=True), rule, seed)]
 
     return order

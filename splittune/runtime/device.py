@@ -39,6 +39,7 @@ from splittune.runtime.messages import (
     state_spec,
 )
 from splittune.runtime.metering import ActivationMeter, FlopMeter, PeakMemory, memory_breakdown, tensor_bytes
+from splittune.runtime.recut import carry_state, export_state, load_frozen, read_frozen, read_state
 from splittune.runtime.transport import Transport
 from splittune.runtime.turns import Turn, TurnReport
 
@@ -60,20 +61,29 @@ class DeviceWorker:
         seed: int = 0,
         broadcast_stage: Stage | None = None,
     ):
-        self.index, self.stage, self.batches, self.num_samples = index, stage, batches, num_samples
+        self.index, self.batches, self.num_samples = index, batches, num_samples
         self.adapter = device_adapter(index)
         (self.up, self.down), self.transport, self.seed = codecs, transport, seed
-        self.all_adapters = all_adapters
-        self.slots = adapter_slots(stage, self.adapter)
-        self.params = list(self.slots.values())
-        self.optimizer = make_optimizer(self.params)
-        self.own = own_parameters(stage, self.adapter, all_adapters)
-        self.param_bytes, self.activations = tensor_bytes(self.own), ActivationMeter(exclude=self.own)
-        self.fwd_flops, self.bwd_flops = flops  # shared by devices with the same stage
+        self.all_adapters, self.make_optimizer, self.optimizer = all_adapters, make_optimizer, None
         self.memory = PeakMemory()
         # [raw fp32 bytes of the cut tensor, its codec frame, the whole message] per direction
         self.cut_bytes = {"up": [0, 0, 0], "down": [0, 0, 0]}
         self.round = 0  # the round of the latest local step; an upload names it, so the server can bind it
+        self.set_stage(stage, flops, broadcast_stage)
+
+    def set_stage(self, stage: Stage, flops: tuple[FlopMeter, FlopMeter], broadcast_stage: Stage | None = None) -> None:
+        """This device's side of the model: its adapter's slots on `stage`, an optimizer over them (after a
+        re-cut it goes on from the old one's state of the slots it kept: `runtime.recut`), the meters."""
+        self.stage = stage
+        self.slots = adapter_slots(stage, self.adapter)
+        self.params = list(self.slots.values())
+        old, self.optimizer = self.optimizer, self.make_optimizer(self.params)
+        if old is not None:
+            carry_state(old, self.optimizer)
+        self.own = own_parameters(stage, self.adapter, self.all_adapters)
+        self.param_bytes, self.activations = tensor_bytes(self.own), ActivationMeter(exclude=self.own)
+        self.fwd_flops, self.bwd_flops = flops  # shared by devices with the same stage
+        all_adapters = self.all_adapters
         # What a broadcast carries: the deepest device-side stage of the round (`hetero`: devices cut at
         # different blocks), of which this device keeps its own; by default its own stage.
         sent = broadcast_stage or stage
@@ -124,6 +134,37 @@ class DeviceWorker:
         with torch.no_grad():
             for name, tensor in frozen_state(self.stage, self.all_adapters).items():
                 tensor.copy_(state[name])
+
+    def fetch_blocks(self, moved: Stage, work: DeviceRoundWork, frozen: bool) -> None:
+        """A re-cut moved `moved` to the devices (this device has re-split already): download the server's
+        optimizer state of this device's adapter there, and the blocks' frozen weights unless they were
+        broadcast (`receive_blocks`)."""
+        request = Message(MessageKind.ACK, device=self.index, meta={"frozen": frozen})
+        reply = self._call("download_blocks", request, work)
+        msg, where = decode(reply, expect=MessageKind.MODEL), f"device {self.index}"
+        state = read_state(self.optimizer, adapter_slots(moved, self.adapter), msg.section("optimizer"), where)
+        if frozen:
+            load_frozen(moved, self.all_adapters, read_frozen(moved, self.all_adapters, msg.section("frozen"), where))
+        self.optimizer.state.update(state)
+        work.recut_down_bytes += len(reply)
+
+    def receive_blocks(self, moved: Stage, reply: bytes) -> None:
+        """The broadcast of the frozen weights of the blocks a re-cut moved to the devices."""
+        blob = decode(reply, expect=MessageKind.MODEL).section("frozen")
+        load_frozen(moved, self.all_adapters, read_frozen(moved, self.all_adapters, blob, f"device {self.index}"))
+
+    def upload_blocks(self, moved: Stage, work: DeviceRoundWork, frozen: bool) -> None:
+        """A re-cut moves `moved` to the server (which has re-split already; this device re-splits after):
+        upload this device's optimizer state of its adapter there, and with `frozen` the blocks' weights."""
+        msg = Message(MessageKind.MODEL, device=self.index)
+        if frozen:
+            msg.sections["frozen"] = encode_state_dict(frozen_state(moved, self.all_adapters))
+        msg.sections["optimizer"] = export_state(self.optimizer, adapter_slots(moved, self.adapter))
+        request = msg.encode()
+        reply = self.transport.call("upload_blocks", request)
+        decode(reply, expect=MessageKind.ACK)
+        work.recut_up_bytes += len(request)
+        work.control_down_bytes += len(reply)
 
     def fetch_adapter(self, work: DeviceRoundWork) -> None:
         """Download the device-side adapter sent to this device alone (a relay, or unicast)."""

@@ -105,20 +105,10 @@ class AdapterServer:
                  groups: list[list[int]] | None = None):
         self.devices, self.all_adapters = devices, all_adapters
         self.relay, self.max_message_bytes = relay, max_message_bytes
-        # One device-side stage per device (`hetero`: each its own cut); a broadcast carries the
-        # deepest one, of which every device keeps its own blocks.
-        self.device_stages = _per_device(device_stage, devices)
-        self.device_stage = max(self.device_stages.values(), key=lambda st: st.stop)
-        self.device_global_slots = adapter_slots(self.device_stage, GLOBAL)
-        slots = {id(st): adapter_slots(st, GLOBAL) for st in self.device_stages.values()}
-        self._device_slots = {n: slots[id(st)] for n, st in self.device_stages.items()}
-        self._device_spec = {n: state_spec(copy_slots(s)) for n, s in self._device_slots.items()}
         self.groups = groups  # None: one relay (sl) or none; else a relay per group, FedAvg'd (gsfl)
         self.group_of = {n: g for g, members in enumerate(groups or []) for n in members}
-        self.relay_slots = ({g: adapter_slots(self.device_stage, group_adapter(g)) for g in range(len(groups))}
-                            if relay and groups else {})
+        self._set_device_stages(device_stage)
         self._uploads: dict[int, tuple[float, dict[str, torch.Tensor]]] = {}
-        self._model_messages: dict[int, bytes] = {}
         self.memory = PeakMemory()
         if sizes is not None:
             if len(sizes) != len(devices) or any(type(n) is not int or n < 1 for n in sizes):
@@ -128,6 +118,19 @@ class AdapterServer:
         self._replies = ReplayCache()
         self._next_step = dict.fromkeys(devices, 0)
         self.rejected: dict[str, int] = {}  # reason -> requests rejected for it, over the whole run
+
+    def _set_device_stages(self, device_stage: Stage | Sequence[Stage]) -> None:
+        """One device-side stage per device (`hetero`: each its own cut); a broadcast carries the
+        deepest one, of which every device keeps its own blocks."""
+        self.device_stages = _per_device(device_stage, self.devices)
+        self.device_stage = max(self.device_stages.values(), key=lambda st: st.stop)
+        self.device_global_slots = adapter_slots(self.device_stage, GLOBAL)
+        slots = {id(st): adapter_slots(st, GLOBAL) for st in self.device_stages.values()}
+        self._device_slots = {n: slots[id(st)] for n, st in self.device_stages.items()}
+        self._device_spec = {n: state_spec(copy_slots(s)) for n, s in self._device_slots.items()}
+        self.relay_slots = ({g: adapter_slots(self.device_stage, group_adapter(g)) for g in range(len(self.groups))}
+                            if self.relay and self.groups else {})
+        self._model_messages: dict[int, bytes] = {}
 
     def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
         return {

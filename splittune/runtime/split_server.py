@@ -44,6 +44,7 @@ from splittune.runtime.messages import (
     decode,
 )
 from splittune.runtime.metering import ActivationMeter, FlopMeter, memory_breakdown, tensor_bytes
+from splittune.runtime.recut import BlockMoves, carry_state
 from splittune.runtime.server import AdapterServer, _digest_tensors, _guarded, _per_device
 
 IGNORE_INDEX = -100  # labels of tokens a causal LM does not score
@@ -61,7 +62,7 @@ def max_positions(config) -> int | None:
     return None
 
 
-class SplitServer(AdapterServer):
+class SplitServer(BlockMoves, AdapterServer):
     """The server blocks, their adapters and optimizers, and the `train_step` handler.
 
     Before a step changes anything its message must be the next step (from 0) of a known device in
@@ -99,11 +100,32 @@ class SplitServer(AdapterServer):
         super().__init__(device_stage, devices, all_adapters, relay=shared_adapter or groups is not None,
                          max_message_bytes=max_message_bytes, sizes=sizes, groups=groups)
         (self.up, self.down), self.hidden_size, self.seed = codecs, hidden_size, seed
-        # Device n's server side runs blocks W_n.. (one cut for all but in `hetero`); `stage` is the
-        # union, the one base every device's server side is a view of.
+        self.shared_adapter, self.shared_name, self.copies = shared_adapter, shared_name, copies
+        self.make_optimizer, self.optimizers = make_optimizer, {}
+        self._set_stages(stage)
+        config = self.stage.family.config
+        self.task = self.stage.family.task
+        self.num_classes = config.vocab_size if self.task == "causal_lm" else config.num_labels
+        model_tokens = max_positions(config)
+        self.max_tokens = min(t for t in (max_tokens, model_tokens, MAX_ID) if t is not None)
+        self.max_batch = max_batch or MAX_ID
+        self.max_elements = max(1, max_message_bytes // 4)
+        if self.max_tokens < 1 or self.max_batch < 1:
+            raise ValueError(f"max_tokens and max_batch must be >= 1, got {self.max_tokens} and {self.max_batch}")
+
+    def resplit(self, stage: Stage | Sequence[Stage], device_stage: Stage | Sequence[Stage]) -> None:
+        """A re-cut between rounds: both sides' stages at the new cut, every optimizer going on from its
+        old state of the slots it keeps (what moves in is loaded by `receive_blocks`)."""
+        self._set_device_stages(device_stage)
+        self._set_stages(stage)
+
+    def _set_stages(self, stage: Stage | Sequence[Stage]) -> None:
+        """Device n's server side runs blocks W_n.. (one cut for all but in `hetero`); `stage` is the
+        union, the one base every device's server side is a view of."""
+        devices, groups, all_adapters = self.devices, self.groups, self.all_adapters
+        shared_adapter, shared_name, copies = self.shared_adapter, self.shared_name, self.copies
         self.stages = _per_device(stage, devices)
         self.stage = min(self.stages.values(), key=lambda st: st.start)
-        self.shared_adapter, self.shared_name = shared_adapter, shared_name
         if shared_adapter:  # sl: the one adapter (an edge's: its own); device n's steps train its part past W_n
             self.slots = {shared_name: adapter_slots(self.stage, shared_name)}
             self._step_slots = {n: adapter_slots(st, shared_name) for n, st in self.stages.items()}
@@ -114,7 +136,10 @@ class SplitServer(AdapterServer):
             self.slots = {device_adapter(n): adapter_slots(st, device_adapter(n)) for n, st in self.stages.items()}
             self._step_slots = {n: self.slots[device_adapter(n)] for n in devices}
         self.global_slots = adapter_slots(self.stage, GLOBAL)
-        self.optimizers = {a: make_optimizer(list(s.values())) for a, s in self.slots.items()}
+        old, self.optimizers = self.optimizers, {a: self.make_optimizer(list(s.values())) for a, s in self.slots.items()}
+        for a, opt in self.optimizers.items():
+            if a in old:
+                carry_state(old[a], opt)
         if copies and groups:  # gsfl: one whole copy of the server blocks per group, all running at once
             self.param_bytes = sum(tensor_bytes(own_parameters(self.stage, a, all_adapters)) for a in self.slots)
             self.concurrent = len(self.slots)
@@ -130,20 +155,12 @@ class SplitServer(AdapterServer):
         meters = {id(st): (ActivationMeter(exclude=self.stage.parameters()), FlopMeter())
                   for st in self.stages.values()}  # what a step holds and costs depends on the blocks it runs
         self._meters = {n: meters[id(st)] for n, st in self.stages.items()}
-        config = self.stage.family.config
         self.dtype = next(p.dtype for p in self.stage.parameters() if p.is_floating_point())
         self.place = next(self.stage.parameters()).device  # messages decode on the CPU; this side computes here
-        self.task = self.stage.family.task
-        self.num_classes = config.vocab_size if self.task == "causal_lm" else config.num_labels
-        model_tokens = max_positions(config)
-        self.max_tokens = min(t for t in (max_tokens, model_tokens, MAX_ID) if t is not None)
-        self.max_batch = max_batch or MAX_ID
-        self.max_elements = max(1, max_message_bytes // 4)
-        if self.max_tokens < 1 or self.max_batch < 1:
-            raise ValueError(f"max_tokens and max_batch must be >= 1, got {self.max_tokens} and {self.max_batch}")
 
     def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
-        return {**super().handlers(), "train_step": self.train_step}
+        return {**super().handlers(), "train_step": self.train_step, "download_blocks": self.send_blocks,
+                "upload_blocks": self.receive_blocks}
 
     def adapter_of(self, n: int) -> str:
         if self.shared_adapter:

@@ -12,6 +12,11 @@ A scheme file sets a few class attributes and gets the rest from here and the ru
 - `device_cuts`: whether devices may cut at different blocks (`setup.cuts`): device n runs blocks
   ..W_n-1 and the server blocks W_n.. of device n's adapter (`hetero`; `sl` under CARD).
 
+`resplit(cut)` re-cuts the model between two rounds (`planning.recut_every`; `runtime.recut`):
+schemes whose devices run in parallel with an adapter of their own on both sides (`recuttable`:
+`sft`, `sfl`), each side going on with its optimizer state, the moved blocks' bytes charged to the
+next round.
+
 The model carries a `global` adapter and one `dev<n>` adapter per device, all starting equal
 (PEFT multi-adapter on one frozen base: in one process, devices and server share the base
 weights, but every message between them is real and goes through the transport).
@@ -26,13 +31,16 @@ import torch
 from splittune.codec import build_codec
 from splittune.models.lora import peft_config
 from splittune.models.split import split_model, whole_model
+from splittune.network.trace import DeviceRoundWork, RoundWork
 from splittune.runtime.adapters import GLOBAL, adapter_state, device_adapter, group_adapter, load_adapter_state
 from splittune.runtime.batches import ShuffledBatches, derive_seed
 from splittune.runtime.checkpoint import Snapshot
 from splittune.runtime.device import DeviceWorker
 from splittune.runtime.federation import Federation, Fleet, Layout, LocalFleet, contiguous_groups
+from splittune.runtime.messages import Message, MessageKind
 from splittune.runtime.metering import FlopMeter
-from splittune.runtime.server import AdapterServer
+from splittune.runtime.recut import moved_blocks
+from splittune.runtime.server import BASE_STATION, AdapterServer
 from splittune.runtime.split_server import SplitServer
 from splittune.runtime.transport import InProcessTransport, Transport
 from splittune.schemes.base import RoundResult, Setup, evaluate, local_steps, make_optimizer_factory, round_lr, set_lr
@@ -60,13 +68,15 @@ class FederatedScheme:
     device_cuts = False
     # config keys (dotted prefixes) this scheme does not read; `compare` reports them when set
     ignores: tuple[str, ...] = ()
+    # a re-cut made before the next round, charged to it: (each device's part, broadcast bytes, its request)
+    _moved: tuple[dict[int, DeviceRoundWork], int, int] | None = None
 
     def __init__(self, setup: Setup, transport: Transport | None = None,
                  fleet: Callable[[AdapterServer], Fleet] | None = None):
         """`fleet`: where the devices are; by default `DeviceWorker`s in this process. A deployed run's
         server passes a factory of `runtime.coordinator.RemoteFleet` instead: then no device is built
         here and the devices' turns run in their own processes (`device_worker`)."""
-        self.setup = setup
+        self.setup, self.cut = setup, setup.cut
         n_devices = len(setup.device_data)
         groups = self._build_model(setup)
         make_opt = make_optimizer_factory(setup.train)
@@ -154,10 +164,71 @@ class FederatedScheme:
     def _server_optimizers(self):
         return list(getattr(self.server, "optimizers", {}).values())
 
+    @classmethod
+    def recuttable(cls) -> bool:
+        """Whether `resplit` can move this scheme's cut: one cut for all, devices in parallel, each with
+        its own adapter (and optimizer state) on both sides, so each moved slot has one state to carry."""
+        return cls.split and not cls.device_cuts and not cls.shared_server_adapter and cls.layout.schedule == "parallel"
+
+    def resplit(self, cut: int) -> bool:
+        """Re-cut the model at `cut` before the next round (module docstring): the blocks between the old
+        and the new cut move to the other side through the transport. Returns whether any block moved
+        (the same cut: nothing changes and nothing is sent)."""
+        old = self.cut
+        if cut == old:
+            return False
+        if not self.recuttable() or not self.devices:
+            raise ValueError(f"{self.name} cannot be re-cut in a run: re-cuts need sft or sfl with the devices in "
+                             f"this process")
+        moved, stages = moved_blocks(self.model, old, cut), split_model(self.model, [cut])
+        flops = (FlopMeter(), FlopMeter())
+        works = {d.index: DeviceRoundWork(device=d.index) for d in self.devices}
+        unicast, broadcast = self.setup.distribution == "unicast", (0, 0)
+        if cut > old:  # to the devices: they re-split first, the server exports from its old layout
+            for d in self.devices:
+                d.set_stage(stages[0], flops)
+            self.server.begin_move(moved, "down")
+            if not unicast:  # the frozen weights once for every device (eq. 11's broadcast)
+                request = Message(MessageKind.ACK, device=BASE_STATION, meta={"frozen": True}).encode()
+                reply = self.transport.call("download_blocks", request)
+                for d in self.devices:
+                    d.receive_blocks(moved, reply)
+                broadcast = (len(reply), len(request))
+            for d in self.devices:
+                d.fetch_blocks(moved, works[d.index], frozen=unicast)
+            self.server.end_move()
+            self.server.resplit(stages[1], stages[0])
+        else:  # to the server: it re-splits first, the devices export from theirs (the weights once)
+            self.server.resplit(stages[1], stages[0])
+            self.server.begin_move(moved, "up", frozen_from=self.devices[0].index)
+            for d in self.devices:
+                d.upload_blocks(moved, works[d.index], frozen=d is self.devices[0])
+            self.server.end_move()
+            for d in self.devices:
+                d.set_stage(stages[0], flops)
+        self.cut, self._by_cut = cut, {cut: stages}
+        self._device_cuts, self._device_stages = [cut] * len(self._device_cuts), [stages[0]] * len(self._device_cuts)
+        self._moved = (works, *broadcast)
+        return True
+
+    def _charge_move(self, work: RoundWork) -> None:
+        """Add the re-cut made before this round (if any) to its work: the clock's RC phase."""
+        if self._moved is None:
+            return
+        moved, (work.broadcast_recut_bytes, request) = self._moved[0], self._moved[1:]
+        work.broadcast_control_bytes += request
+        for w in work.devices:
+            m = moved[w.device]
+            w.recut_up_bytes, w.recut_down_bytes = m.recut_up_bytes, m.recut_down_bytes
+            w.control_up_bytes += m.control_up_bytes
+            w.control_down_bytes += m.control_down_bytes
+        self._moved = None
+
     def run_round(self, round_idx: int) -> RoundResult:
         lr, reset = round_lr(self.setup.train, round_idx), self.setup.train.reset_optimizer
         set_lr(self._server_optimizers(), lr)
         outcome = self.federation.run_round(round_idx, lr, reset)
+        self._charge_move(outcome.work)
         if reset:
             for opt in self._server_optimizers():
                 opt.state.clear()

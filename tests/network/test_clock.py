@@ -197,3 +197,26 @@ def test_device_only_rounds_record_no_server_time():
     t = simulate_round(world, _works(3, steps=4, step=local, server="none"), 0)
     assert not [e for e in t.events if e.phase in ("SC", "IT", "GT")] and t.server_order == []
     assert t.phase_s["CC"] > 0 and t.phase_s["DU"] > 0
+
+
+def test_a_recut_is_its_airtime_before_the_round_and_nothing_else():
+    """RC: the moved blocks' broadcast at each device's rate over the whole band, then what each device
+    receives and sends alone over its share; every later phase only starts that much later."""
+    import dataclasses
+
+    n = 3
+    world = ScenarioConfig().build(n)  # constant 17 dB: equal shares, known rates
+    base = _works(n, server="per_device")
+    moved = dataclasses.replace(base, broadcast_recut_bytes=500_000, devices=[
+        dataclasses.replace(w, recut_down_bytes=100_000, recut_up_bytes=40_000 * (w.device + 1)) for w in base.devices])
+    a, b = simulate_round(world, base, 0), simulate_round(world, moved, 0)
+    share = 5e6 / n * np.log2(1 + db_to_linear(17.0))
+    whole = 5e6 * np.log2(1 + db_to_linear(17.0))
+    for d in range(n):
+        rc = 8 * 500_000 / whole + 8 * 100_000 / share + 8 * 40_000 * (d + 1) / share
+        assert b.finish_s[d] - a.finish_s[d] == pytest.approx(rc)
+        assert b.device_phase_s(d)["RC"] == pytest.approx(rc) and a.device_phase_s(d)["RC"] == 0
+        first = min((e for e in b.events if e.device == d), key=lambda e: e.start_s)
+        assert first.phase == "RC" and first.start_s == 0
+    assert b.energy_j["device"] - a.energy_j["device"] == pytest.approx(
+        world.devices[0].tx_power_w * sum(8 * 40_000 * (d + 1) / share for d in range(n)))
