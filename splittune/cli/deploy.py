@@ -58,16 +58,32 @@ def serve(
     tls_key: Annotated[Optional[Path], typer.Option(help="Its private key (PEM).")] = None,
     insecure: Annotated[bool, typer.Option(help="Plain text instead of TLS (prints a warning).")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Write the run folder here instead of output_dir/<time>-<scheme>.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue the stopped (even kill -9'd) deployed run in this run folder from its last checkpoint, "
+             "with its config.yaml; give the same --secrets, TLS and address. Devices still running re-register "
+             "by themselves and get their state back.", metavar="RUN_DIR")] = None,
 ):
     """The server role of a deployed run: waits for the devices to register (`splittune device`), runs the
     rounds (open, devices train and upload, FedAvg, evaluate) and writes the run folder as `splittune run`
-    does. A device that has not finished a round within round_timeout_s is dropped from it (`dropped` in
-    metrics.jsonl); fewer than min_devices finishers stop the run with an error."""
+    does, with a checkpoint after every round that holds the devices' state too. A device that has not
+    finished a round within round_timeout_s is dropped from it (`dropped` in metrics.jsonl); fewer than
+    min_devices finishers stop the run with an error. A device whose server went away keeps trying to
+    register again for join_timeout_s, so `serve --resume RUN_DIR` on the same address picks it up."""
+    from splittune.experiments.checkpointing import RunInterrupted, load_run
     from splittune.experiments.deploy import serve as serve_run
     from splittune.runtime.auth import load_secrets
     from splittune.runtime.federation import FleetError
 
-    cfg = _config(args)
+    if resume is not None:
+        if args or out:
+            fail("--resume takes no config, overrides or --out: the run folder's config.yaml is used")
+        try:
+            load_run(resume)  # a run folder with a checkpoint, before anything listens
+        except ValueError as e:
+            fail(str(e))
+        cfg = _config([str(resume / "config.yaml")])
+    else:
+        cfg = _config(args)
     if (tls_cert is None) != (tls_key is None):
         fail("--tls-cert and --tls-key go together")
     _plain_text(insecure, tls_cert is not None, "--tls-cert/--tls-key")
@@ -80,9 +96,11 @@ def serve(
     tls = (_read(tls_cert, "--tls-cert"), _read(tls_key, "--tls-key")) if tls_cert else None
     _log_warnings()
     try:
-        serve_run(cfg, out, console, f"{host}:{port}", device_secrets, tls)
-    except (ValueError, FleetError, OSError) as e:  # too few devices finished a round; a port in use
-        fail(str(e))
+        serve_run(cfg, resume or out, console, f"{host}:{port}", device_secrets, tls, resume=resume is not None)
+    except RunInterrupted:
+        raise typer.Exit(code=130) from None
+    except (ValueError, FleetError, OSError) as e:  # too few devices finished a round; a port in use; a
+        fail(str(e))  # checkpoint that does not fit
 
 
 @app.command()

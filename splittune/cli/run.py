@@ -33,12 +33,19 @@ def run(
             fail("--resume takes no config, overrides, --out, --force or --show-config: the run folder's config.yaml "
                  "is used")
         from splittune.experiments.run import resume as resume_run
+        from splittune.runtime.federation import FleetError
 
         try:
-            resume_run(resume, console=console)
+            cfg = load_config(resume / "config.yaml") if (resume / "config.yaml").is_file() else None
+            if cfg is not None and cfg.transport == "grpc":  # over gRPC again, with new device processes
+                from splittune.experiments.deploy import run_local
+
+                run_local(cfg, resume, console, resume=True)
+            else:
+                resume_run(resume, console=console)
         except RunInterrupted:
             raise typer.Exit(code=130) from None
-        except (ValueError, ImportError) as e:  # CheckpointError and ConfigError among them
+        except (ValueError, ImportError, FleetError) as e:  # CheckpointError and ConfigError among them
             fail(str(e))
         return
     try:

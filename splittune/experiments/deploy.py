@@ -1,17 +1,22 @@
 """Deployed runs: the server and the devices in their own processes, talking gRPC.
 
 - `serve`: the server role. The same round loop and run folder as `experiments.run.run` (it IS
-  that function), with a `RemoteFleet` instead of devices in this process.
+  that function; `resume=True`: `experiments.run.resume`), with a `RemoteFleet` instead of devices
+  in this process. Its checkpoint holds the devices' states too (they send them with every
+  report), so a resumed server hands every device, surviving process or new one, its state back.
 - `device`: one device process: the config's model, its own data partition and device-side
   model, taking its turns from the server (`runtime.remote_device`).
 - `run_local`: `splittune run transport=grpc`: `serve` in this process on a free port of
   127.0.0.1, one `splittune device` child per device, a fresh secret per device, TLS from a
   throwaway CA when `cryptography` is installed (else plain text, with the warning). The children
   are stopped whatever happens: told to stop at the end of the run, then terminated, then killed.
+  `resume=True` continues the run folder `out` the same way, with new device processes.
 
 Server and devices must be built from the same configuration; the device proves it with a digest
-of the config as given (before P1 planning, which each side resolves the same way), leaving out
-what is each process's own (`PER_PROCESS`).
+of the config as resolved (P1 planning, per-device cuts, CARD, min cut: each side resolves them the
+same way, before training), leaving out what is each process's own (`PER_PROCESS`). So a device
+may be started from the config the server was given or from the run folder's `config.yaml`, and a
+resumed server, which reads `config.yaml`, accepts the devices the stopped one had.
 """
 
 from __future__ import annotations
@@ -49,15 +54,18 @@ def config_digest(cfg: RunConfig) -> str:
 
 
 def serve(cfg: RunConfig, out: Path | None, console: Console, address: str, secrets: dict[int, bytes],
-          tls: tuple[bytes, bytes] | None, on_start: Callable[[RemoteFleet], None] | None = None) -> dict:
-    """Run the experiment with the devices in other processes; returns the summary, as `run` does."""
+          tls: tuple[bytes, bytes] | None, on_start: Callable[[RemoteFleet], None] | None = None,
+          resume: bool = False) -> dict:
+    """Run the experiment with the devices in other processes; returns the summary, as `run` does.
+    `resume`: continue the run folder `out` from its checkpoint (`cfg` is its config.yaml)."""
+    from splittune.experiments.run import resume as resume_run
     from splittune.experiments.run import run
 
-    digest, started = config_digest(cfg), []
+    started = []
 
-    def fleet(server) -> RemoteFleet:
-        remote = RemoteFleet(server, cfg.devices, digest, address, secrets, tls, cfg.join_timeout_s,
-                             cfg.max_message_bytes)
+    def fleet(resolved: RunConfig, server) -> RemoteFleet:
+        remote = RemoteFleet(server, cfg.devices, config_digest(resolved), address, secrets, tls,
+                             cfg.join_timeout_s, cfg.max_message_bytes)
         started.append(remote)
         console.print(f"serving {cfg.devices} devices on [bold]{remote.address}[/bold] "
                       f"({'TLS' if tls else 'plain text'}); waiting for them to register", highlight=False)
@@ -66,7 +74,7 @@ def serve(cfg: RunConfig, out: Path | None, console: Console, address: str, secr
         return remote
 
     try:
-        return run(cfg, out=out, console=console, fleet=fleet)
+        return resume_run(out, console, fleet=fleet) if resume else run(cfg, out=out, console=console, fleet=fleet)
     finally:
         for remote in started:
             remote.close()
@@ -86,7 +94,7 @@ def device(cfg: RunConfig, index: int, address: str, secret: bytes, tls_ca: byte
 
     if not 0 <= index < cfg.devices:
         raise ValueError(f"--index {index}: the config has devices 0..{cfg.devices - 1}")
-    digest, quiet = config_digest(cfg), Console(quiet=True)
+    quiet = Console(quiet=True)
     # what experiments.run.run does before its first round, in its order: the same config and set-up
     cfg, _ = resolve_planning(cfg, quiet)
     cfg, _ = resolve_cuts(cfg, quiet)
@@ -95,6 +103,7 @@ def device(cfg: RunConfig, index: int, address: str, secret: bytes, tls_ca: byte
     setup, _, _ = build_setup_with_data(cfg, quiet)
     cfg, _ = resolve_card(cfg, setup, quiet)
     cfg, _ = resolve_mincut(cfg, setup, quiet)
+    digest = config_digest(cfg)
     with GrpcTransport(address, tls_ca=tls_ca, tls_server_name=tls_server_name, credentials=(index, secret),
                        max_message_bytes=cfg.max_message_bytes) as transport:
         DeviceClient(SCHEMES[cfg.scheme].device_worker(setup, index, transport), digest, cfg.join_timeout_s).run()
@@ -106,8 +115,9 @@ def device_command(config: Path, index: int, address: str, secret: Path, tls_ca:
             "--secret-file", str(secret), *(["--tls-ca", str(tls_ca)] if tls_ca else ["--insecure"])]
 
 
-def run_local(cfg: RunConfig, out: Path | None, console: Console) -> dict:
-    """`splittune run transport=grpc`: this process serves, one child process per device."""
+def run_local(cfg: RunConfig, out: Path | None, console: Console, resume: bool = False) -> dict:
+    """`splittune run transport=grpc`: this process serves, one child process per device. `resume`:
+    continue the run folder `out` (`splittune run --resume` of a grpc run; `cfg` is its config.yaml)."""
     children: list[tuple[int, subprocess.Popen, Path]] = []
     with tempfile.TemporaryDirectory(prefix="splittune-grpc-") as tmp:
         tmp = Path(tmp)
@@ -134,7 +144,7 @@ def run_local(cfg: RunConfig, out: Path | None, console: Console) -> dict:
                                                          stdin=subprocess.DEVNULL, env=_child_env()), logfile))
 
         try:
-            return serve(cfg, out, console, "127.0.0.1:0", secrets, tls, on_start=spawn)
+            return serve(cfg, out, console, "127.0.0.1:0", secrets, tls, on_start=spawn, resume=resume)
         finally:
             stop_children(children, console)
 

@@ -7,6 +7,7 @@ The run folder holds `config.yaml` (fully resolved), `metrics.jsonl` (one object
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -127,8 +128,9 @@ def run_folder(cfg: RunConfig) -> Path:
 
 def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None, force: bool = False,
         fleet=None) -> dict:
-    """Run one experiment and return its summary (also written to `summary.json`). `fleet`: where the
-    devices are (`FederatedScheme`'s argument; `experiments.deploy` passes the gRPC one, and closes it).
+    """Run one experiment and return its summary (also written to `summary.json`). `fleet(cfg, server)`:
+    where the devices are, given the resolved config (`FederatedScheme`'s argument; `experiments.deploy`
+    passes the gRPC one, and closes it).
 
     Everything that can fail on the config fails before the run folder exists: a bad start leaves none.
     An existing run folder at `out` is replaced only with `force`. Ctrl-C stops the run between two
@@ -159,8 +161,9 @@ def run(cfg: RunConfig, out: Path | None = None, console: Console | None = None,
     return _train(cfg, out, console, {"plan": plan}, (setup, stats, data, tokenizer), start, fleet=fleet)
 
 
-def resume(run_dir: Path, console: Console | None = None) -> dict:
-    """Continue the run in `run_dir` from its checkpoint, with the config (and decisions) it recorded."""
+def resume(run_dir: Path, console: Console | None = None, fleet=None) -> dict:
+    """Continue the run in `run_dir` from its checkpoint, with the config (and decisions) it recorded
+    (`fleet`: as in `run`)."""
     console = console or Console()
     snap = load_run(run_dir)
     cfg = load_config(Path(run_dir) / "config.yaml")
@@ -173,7 +176,7 @@ def resume(run_dir: Path, console: Console | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     setup, stats, (data, tokenizer) = build_setup_with_data(cfg, console)
-    return _train(cfg, Path(run_dir), console, snap.meta, (setup, stats, data, tokenizer), start, snap)
+    return _train(cfg, Path(run_dir), console, snap.meta, (setup, stats, data, tokenizer), start, snap, fleet)
 
 
 def _train(cfg: RunConfig, out: Path, console: Console, state: dict, built, start: float,
@@ -182,7 +185,7 @@ def _train(cfg: RunConfig, out: Path, console: Console, state: dict, built, star
     setup, stats, data, tokenizer = built
     recut = Recut(cfg, setup) if cfg.planning.recut_every else None  # probes the model before LoRA goes on
     setup.cut = state.get("cut", setup.cut)  # a resumed re-cut run goes on at the cut it had reached
-    scheme = SCHEMES[cfg.scheme](setup, **({"fleet": fleet} if fleet is not None else {}))
+    scheme = SCHEMES[cfg.scheme](setup, **({"fleet": functools.partial(fleet, cfg)} if fleet is not None else {}))
     simulator = RoundSimulator.from_config(cfg, predicted_round(cfg, data))
     if checkpoint is None:
         prompts = held_out_prompts(data, GENERATIONS, tokenizer) if cfg.task == "causal_lm" else []

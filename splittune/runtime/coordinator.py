@@ -5,11 +5,27 @@
 on one `GrpcServer`, all CONTROL messages from a device in its own name (authenticated when the
 server holds the devices' secrets):
 
-- `register` {config}: a device joins, or rejoins with a new process; its configuration digest
-  must be the server's (same model, data split, seeds). The reply names its session.
-- `poll` {session}: a long poll (at most `POLL_S`): the device's turn of the round if one is
-  waiting for it, `wait`, or `stop` at the end of the run (or for a session a newer one replaced).
-- `report`: after its upload, the device's `TurnReport` of the turn it took.
+- `register` {config, model}: a device joins, or rejoins (a new process, or one that lost the
+  server); its configuration digest must be the server's (same model, data split, seeds), and it
+  says whether it holds the frozen blocks. The reply names its session and this server process.
+- `poll` {session, server}: a long poll (at most `POLL_S`): the device's turn of the round if one is
+  waiting for it, `wait`, `stop` at the end of the run (or for a session a newer one replaced), or
+  `register` when the poll names another server process (this one was restarted: `serve --resume`).
+- `report`: after its upload, the device's `TurnReport` of the turn it took, with its state.
+
+Device state. Every report carries the device's state after its turn (`DeviceWorker.snapshot()`
+and its process's generators); the server keeps the latest of every device (`device_states`, what
+its checkpoint holds) and gives it back with the first turn of every new session and after every
+round the device was dropped from (`restore` in the poll's reply: the state's sections, or
+`initial` while the server has none), so a device that re-registers, or whose half-done turn was
+given up, continues from the end of the last round it finished, exactly as in an uninterrupted run.
+A resumed server starts from its checkpoint's states (`restore_devices`). None of these bytes is in
+the simulated clock: like the reports and polls themselves they are the deployment's bookkeeping,
+which an in-process run has not, and counting them would make the two runs' numbers differ.
+
+The scheme's own handlers (steps, uploads, downloads) answer only a device that holds a turn of the
+open round: a request of a turn given up, or sent to the server process before a restart, is
+refused (`wrong_round`, counted) instead of changing a round it is not part of.
 
 `run(turns, deadline)` offers the turns and waits until every device that is present has reported
 or the deadline passes; a device that has not reported by then is dropped from the round and
@@ -26,14 +42,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets as token
 import threading
 import time
 from collections.abc import Callable, Mapping
 
 from splittune.runtime.auth import DeviceAuth
 from splittune.runtime.grpc_transport import DEFAULT_CHUNK_BYTES, GrpcServer
-from splittune.runtime.messages import Message, MessageError, MessageKind, decode
+from splittune.runtime.checkpoint import Snapshot
+from splittune.runtime.messages import Message, MessageError, MessageKind, decode, sender
 from splittune.runtime.server import AdapterServer
+from splittune.runtime.snapshot_wire import add_snapshot
 from splittune.runtime.turns import Turn, TurnReport
 
 log = logging.getLogger(__name__)
@@ -56,10 +75,13 @@ class RemoteFleet:
         self._taken: dict[int, Turn] = {}
         self._reports: dict[int, TurnReport] = {}
         self._void: set[int] = set()  # devices whose turn this round died with the process that took it
+        self._states: dict[int, Snapshot] = {}  # every device's state after the last round it finished
+        self._synced: set[int] = set()  # devices whose process holds that state (else: sent with the next turn)
+        self.epoch = token.token_hex(8)  # names this server process: a device of an earlier one registers again
         self.absent: set[int] = set(range(devices))  # not expected to report: never joined, or dropped
         self._joined = self._stopping = False
         self._stopped: set[int] = set()
-        handlers = {name: self._locked(h) for name, h in server.handlers().items()}
+        handlers = {name: self._in_turn(h) for name, h in server.handlers().items()}
         handlers.update(register=self.register, poll=self.poll, report=self.report)
         cert, key = tls if tls is not None else (None, None)
         self.grpc = GrpcServer(handlers, address, chunk_bytes=chunk_bytes, max_message_bytes=max_message_bytes,
@@ -70,10 +92,19 @@ class RemoteFleet:
     def address(self) -> str:
         return self.grpc.address
 
-    def _locked(self, handler: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    def _in_turn(self, handler: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+        """`handler` under the lock, for a device that holds a turn of the open round."""
         @functools.wraps(handler)
         def call(request: bytes) -> bytes:
             with self.lock:
+                try:
+                    n = sender(request)
+                    if n not in self._taken:
+                        raise MessageError(f"device {n} holds no turn of the open round (given up, or taken from "
+                                           "the server before it restarted)", "wrong_round")
+                except MessageError as err:
+                    self.server.count_rejection(handler.__name__, err)
+                    raise
                 return handler(request)
 
         return call
@@ -95,18 +126,21 @@ class RemoteFleet:
         with self._cond:
             session = self.sessions.get(n, 0) + 1
             self.sessions[n] = session
-            self._with_model.discard(n)
+            (self._with_model.add if msg.meta.get("model") is True else self._with_model.discard)(n)
+            self._synced.discard(n)
             self.absent.discard(n)
             if self._taken.pop(n, None) is not None:  # an older process's turn: void, the round needn't wait
                 self._void.add(n)
             self._cond.notify_all()
         log.info("device %d registered (session %d)", n, session)
-        return Message(MessageKind.CONTROL, device=n, meta={"session": session}).encode()
+        return Message(MessageKind.CONTROL, device=n, meta={"session": session, "server": self.epoch}).encode()
 
     def poll(self, request: bytes) -> bytes:
         msg = self._control(request)
         n, session = msg.device, msg.meta.get("session")
         with self._cond:
+            if msg.meta.get("server") != self.epoch:
+                return self._action(n, "register", reason="the server was restarted")
             if session != self.sessions.get(n):
                 return self._action(n, "stop", reason="this session is not the device's current one")
             self.absent.discard(n)
@@ -124,7 +158,14 @@ class RemoteFleet:
             self._with_model.add(n)
             self._taken[n] = turn
             self.absent.discard(n)
-            return self._action(n, "turn", turn=turn.to_meta())
+            reply = Message(MessageKind.CONTROL, device=n, meta={"action": "turn", "turn": turn.to_meta()})
+            if n not in self._synced:  # the device starts the turn from the state the server holds
+                state = self._states.get(n)
+                reply.meta["restore"] = "initial" if state is None else "state"
+                if state is not None:
+                    add_snapshot(reply, state)
+                self._synced.add(n)
+            return reply.encode()
 
     @staticmethod
     def _action(n: int, action: str, **meta) -> bytes:
@@ -140,6 +181,8 @@ class RemoteFleet:
             report = TurnReport.decode(request, turn, self.max_message_bytes)
             if not self.server.uploaded(n):
                 raise MessageError(f"device {n} reported round {turn.round} before uploading its adapter", "bad_report")
+            if report.state is None:
+                raise MessageError(f"device {n}'s report of round {turn.round} carries no state", "bad_report")
             del self._taken[n]
             self._reports[n] = report
             self._cond.notify_all()
@@ -175,11 +218,21 @@ class RemoteFleet:
                 why = ("absent" if n in self.absent else "its process was replaced" if n in self._void
                        else "no report by the round's deadline")
                 log.warning("device %d dropped from round %d: %s", n, turns[0].round + 1, why)
+                self._synced.discard(n)  # what it did of this round is given up with it
                 if n not in self._void:  # a replaced device's new process is here: wait for it next round
                     self.absent.add(n)
             self._pending.clear()
             self._taken.clear()
+            self._states.update({t.device: self._reports[t.device].state for t in finished})
             return [self._reports[t.device] for t in finished]
+
+    def device_states(self) -> dict[int, Snapshot]:
+        with self._cond:
+            return dict(self._states)
+
+    def restore_devices(self, states: dict[int, Snapshot]) -> None:
+        with self._cond:
+            self._states, self._synced = dict(states), set()
 
     def close(self) -> None:
         """Tell every device the run is over (at its next poll), then stop serving."""

@@ -108,6 +108,8 @@ class DeviceWorker:
         for meter, cached in zip((self.activations, self.fwd_flops, self.bwd_flops), snap.meta["meters"]):
             meter.load_cached(cached)
         self.round, self.cut_bytes = snap.meta["round"], {k: list(v) for k, v in snap.meta["cut_bytes"].items()}
+        self.optimizer.zero_grad(set_to_none=True)  # what a turn given up half-way may have left
+        self.memory.reset()
 
     def _call(self, method: str, request: Message, work: DeviceRoundWork) -> bytes:
         """Send a request whose reply carries the payload; the request itself is control traffic."""

@@ -42,6 +42,7 @@ import numpy as np
 
 from splittune.network.trace import Band, LaneWork, RoundWork, Schedule, ServerMode
 from splittune.runtime.batches import derive_seed
+from splittune.runtime.checkpoint import CheckpointError, Snapshot
 from splittune.runtime.device import DeviceWorker
 from splittune.runtime.messages import Message, MessageKind
 from splittune.runtime.server import BASE_STATION, AdapterServer
@@ -95,6 +96,13 @@ class Fleet(Protocol):
         """Run the turns (at once, as far as the fleet can); the reports of those that finished by
         `deadline` (time.monotonic()), in turn order."""
 
+    def device_states(self) -> dict[int, Snapshot]:
+        """Every device's `DeviceWorker.snapshot()` as of the end of the last round it finished (a
+        checkpoint's device part); a device that has finished none may be missing."""
+
+    def restore_devices(self, states: dict[int, Snapshot]) -> None:
+        """Put the devices back to `states` (a checkpoint's); one missing starts from its initial state."""
+
     def close(self) -> None: ...
 
 
@@ -111,6 +119,15 @@ class LocalFleet:
 
     def run(self, turns: list[Turn], deadline: float | None) -> list[TurnReport]:
         return [self.devices[t.device].run_turn(t) for t in turns]
+
+    def device_states(self) -> dict[int, Snapshot]:
+        return {d.index: d.snapshot() for d in self.devices}
+
+    def restore_devices(self, states: dict[int, Snapshot]) -> None:
+        for d in self.devices:  # every device here has had its state saved (`device_states`)
+            if d.index not in states:
+                raise CheckpointError(f"the checkpoint has no state for device {d.index}; it holds {sorted(states)}")
+            d.restore(states[d.index])
 
     def close(self) -> None:
         pass

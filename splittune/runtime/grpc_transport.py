@@ -303,9 +303,9 @@ class GrpcTransport:
         self.timeout_s, self.retries, self.backoff, self.max_backoff_s = timeout_s, retries, backoff, max_backoff_s
         self.max_message_bytes, self.credentials = max_message_bytes, credentials
         self.attempts = 0  # attempts made, retries included (for tests and logs)
-        options = [*_message_options(_MAX_FRAME), ("grpc.keepalive_time_ms", 30_000),
-                   ("grpc.keepalive_timeout_ms", 20_000), ("grpc.keepalive_permit_without_calls", 0),
-                   ("grpc.enable_retries", 0)]  # retries are ours, and only for the codes above
+        options = [*_message_options(_MAX_FRAME), ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms",
+                   20_000), ("grpc.keepalive_permit_without_calls", 0), ("grpc.max_reconnect_backoff_ms", 2_000),
+                   ("grpc.enable_retries", 0)]  # retries are ours; a restarted server is found within 2 s, not 120
         if tls_ca is not None:
             if tls_server_name is not None:
                 options.append(("grpc.ssl_target_name_override", tls_server_name))

@@ -63,7 +63,7 @@ def _guarded(handler: Callable[..., bytes]) -> Callable[..., bytes]:
         try:
             return handler(self, request)
         except (MessageError, CodecError) as err:
-            self._count_rejection(handler.__name__, err)
+            self.count_rejection(handler.__name__, err)
             raise
 
     return handle
@@ -139,7 +139,7 @@ class AdapterServer:
             "upload_adapter": self.receive_adapter,
         }
 
-    def _count_rejection(self, handler: str, err: Exception) -> None:
+    def count_rejection(self, handler: str, err: Exception) -> None:
         reason = getattr(err, "reason", "codec" if isinstance(err, CodecError) else "malformed")
         first = reason not in self.rejected
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

@@ -8,6 +8,8 @@ for the simulated clock), its peak memory and its running counts of cut bytes. I
 turn is a method call; in a deployed run (`runtime.coordinator`, `runtime.remote_device`) both
 travel as CONTROL messages with strict JSON, and the report is the device's own account of its
 work: it feeds the metrics and the simulated clock, never the training, and is bounds-checked.
+A device process's report also carries its state after the turn (`DeviceWorker.snapshot()` and
+its process's generators, as `runtime.snapshot_wire` sections), for the server's checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Literal
 
 from splittune.network.memory import MemoryBreakdown
 from splittune.network.trace import DeviceRoundWork, StepWork
+from splittune.runtime import snapshot_wire
+from splittune.runtime.checkpoint import Snapshot
 from splittune.runtime.messages import MAX_ID, Message, MessageError, MessageKind, decode, parse_json
 
 Fetch = Literal["none", "fetch", "broadcast"]  # broadcast: the round loop sent it to every device at once
@@ -62,6 +66,7 @@ class TurnReport:
     work: DeviceRoundWork
     memory: MemoryBreakdown | None  # the device's peak during the turn
     cut_bytes: dict[str, list[int]]  # running [raw fp32, codec frame, whole message] bytes per direction
+    state: Snapshot | None = None  # a device process's state after the turn (in one process: None)
 
     def encode(self, round_idx: int) -> bytes:
         body = {
@@ -73,14 +78,19 @@ class TurnReport:
         }
         msg = Message(MessageKind.CONTROL, device=self.device, meta={"round": round_idx})
         msg.sections["report"] = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        if self.state is not None:
+            snapshot_wire.add_snapshot(msg, self.state)
         return msg.encode()
 
     @classmethod
     def decode(cls, request: bytes, turn: Turn, max_bytes: int) -> TurnReport:
         """The report of `turn`, checked: one finite loss per step, non-negative counts."""
         msg = decode(request, expect=MessageKind.CONTROL, max_bytes=max_bytes)
-        if set(msg.sections) != {"report"} or msg.meta.get("round") != turn.round:
-            raise MessageError(f"a report of round {turn.round} carries one section 'report' and its round")
+        if not {"report"} <= set(msg.sections) <= {"report", *snapshot_wire.SECTIONS} or \
+                msg.meta.get("round") != turn.round:
+            raise MessageError(f"a report of round {turn.round} carries its round, a section 'report' and "
+                               f"maybe the device's state ({sorted(snapshot_wire.SECTIONS)})")
+        state = snapshot_wire.read_snapshot(msg, f"device {msg.device}")
         body = parse_json(msg.section("report"), "turn report")
         try:
             if type(body) is not dict or set(body) != {"losses", "counts", "steps", "memory", "cut_bytes"}:
@@ -100,7 +110,7 @@ class TurnReport:
                 raise ValueError("cut_bytes must be {up: [3 counts], down: [3 counts]}")
         except (ValueError, TypeError, AttributeError) as e:
             raise MessageError(f"device {msg.device}'s report of round {turn.round}: {e}", "bad_report") from None
-        return cls(msg.device, [float(x) for x in losses], work, memory, cut)
+        return cls(msg.device, [float(x) for x in losses], work, memory, cut, state)
 
 
 def _number(x) -> bool:

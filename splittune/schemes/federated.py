@@ -260,15 +260,15 @@ class FederatedScheme:
     def snapshot(self) -> Snapshot:
         """Both sides between rounds: the server's adapters and optimizers, every device's (see `restore`)."""
         snap = Snapshot().nest("server", self.server.snapshot())
-        for d in self.devices:
-            snap.nest(f"device{d.index}", d.snapshot())
+        for n, state in sorted(self.fleet.device_states().items()):  # in this process or sent by device processes
+            snap.nest(f"device{n}", state)
         return snap
 
     def restore(self, snap: Snapshot) -> None:
         """Continue from `snapshot()` of a scheme built from the same config."""
         self.server.restore(snap.part("server"))
-        for d in self.devices:
-            d.restore(snap.part(f"device{d.index}"))
+        self.fleet.restore_devices({n: snap.part(f"device{n}") for n in range(len(self.setup.device_data))
+                                    if f"device{n}" in snap.meta})
 
     def save_adapter(self, path) -> None:
         self.model.save_pretrained(str(path), selected_adapters=[GLOBAL])
