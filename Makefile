@@ -20,6 +20,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/default_task.py
 	$(VENV)/bin/python benchmarks/split_overhead.py
 	$(VENV)/bin/python benchmarks/codec.py
 	$(VENV)/bin/python benchmarks/planning.py

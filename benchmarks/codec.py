@@ -29,8 +29,10 @@ from rich.table import Table
 from transformers import AutoModel, AutoTokenizer
 
 from splittune.codec import CodecConfig, build_codec
+from splittune.experiments.doc_blocks import BENCHMARKS_PAGE, printed_into, replace_block
 
 BATCH, TOKENS, CUT = 32, 32, 3
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 CODECS = [
     CodecConfig(kind="none"),
     CodecConfig(kind="zstd"),
@@ -85,11 +87,13 @@ def median_seconds(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def measure(name: str, x: torch.Tensor, reps: int) -> Table:
+def measure(name: str, x: torch.Tensor, reps: int) -> tuple[Table, dict[str, dict]]:
+    """The printed table of one tensor, and per codec its ratio and MB/s (for the docs' table)."""
     table = Table(title=f"{name}: {tuple(x.shape)} fp32, {x.numel() * 4 / 1e6:.2f} MB")
     for column in ("codec", "bytes", "ratio", "encode MB/s", "decode MB/s", "rel. error"):
         table.add_column(column, justify="left" if column == "codec" else "right")
     mb = x.numel() * 4 / 1e6
+    rows = {}
     for cfg in CODECS:
         codec = build_codec(cfg)
         data = codec.encode(x, seed=0, label=name)
@@ -97,9 +101,22 @@ def measure(name: str, x: torch.Tensor, reps: int) -> Table:
         enc = median_seconds(lambda: codec.encode(x, seed=0, label=name), reps)
         dec = median_seconds(lambda: codec.decode(data), reps)
         err = ((y.float() - x).norm() / x.norm()).item()
-        table.add_row(codec.name, f"{len(data):,}", f"{x.numel() * 4 / len(data):.1f}x",
+        rows[codec.name] = {"ratio": x.numel() * 4 / len(data), "encode": mb / enc, "decode": mb / dec}
+        table.add_row(codec.name, f"{len(data):,}", f"{rows[codec.name]['ratio']:.1f}x",
                       f"{mb / enc:.0f}", f"{mb / dec:.0f}", f"{err:.4f}")
-    return table
+    return table, rows
+
+
+def docs_table(activations: dict[str, dict], gradients: dict[str, dict]) -> str:
+    """docs/compression.md's table: both ratios, and the throughput on the activations."""
+    lines = ["| codec | activations ratio | gradients ratio | encode MB/s | decode MB/s |", "|---|---:|---:|---:|---:|"]
+    for name, a in activations.items():
+        if name != "none":
+            lines.append(f"| {name} | {a['ratio']:.1f}× | {gradients[name]['ratio']:.1f}× | {a['encode']:.0f} | "
+                         f"{a['decode']:.0f} |")
+    slowest = min(a["encode"] for a in activations.values())
+    return "\n".join([*lines, "", f"Every codec encodes the activations at ≥ {slowest:.0f} MB/s of fp32 input on one "
+                                 "core (target ≥ 200)."])
 
 
 def main() -> None:
@@ -115,9 +132,16 @@ def main() -> None:
                   f"batch {BATCH} x {TOKENS} tokens; throughput = median of {args.reps}")
     tensors = {"activations": activations, "gradients": gradients,
                "gaussian": torch.randn(activations.shape, generator=torch.Generator().manual_seed(0))}
+    rows = {}
     for name, x in tensors.items():
-        console.print(measure(name, x, args.reps))
+        table, rows[name] = measure(name, x, args.reps)
+        console.print(table)
+    note = (f"One thread, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, torch {torch.__version__}; "
+            "the full output: [benchmarks.md](benchmarks.md#benchmarkscodecpy).\n\n")
+    replace_block(DOCS / "compression.md", "codec-ratios", note + docs_table(rows["activations"], rows["gradients"]),
+                  f"python benchmarks/codec.py --reps {args.reps}")
 
 
 if __name__ == "__main__":
-    main()
+    with printed_into(BENCHMARKS_PAGE, "codec"):  # docs/benchmarks.md quotes this output
+        main()

@@ -27,6 +27,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from splittune.experiments.doc_blocks import BENCHMARKS_PAGE, printed_into
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fuzz"))
 
 import torch  # noqa: E402
@@ -88,4 +90,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with printed_into(BENCHMARKS_PAGE, "fuzz"):  # docs/benchmarks.md quotes this output
+        main()

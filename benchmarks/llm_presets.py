@@ -8,7 +8,8 @@ so the upper bound trains on as many examples in as many optimizer steps of the 
 each run: held-out perplexity and token accuracy before training and after the last round, the
 command's wall time, its CPU time (user + system of the child: on a shared machine the figure that
 says what a quiet one would take, up to the thread count) and the mean 1-minute load average while
-it ran. Writes `OUT/llm_presets.md` (the README's table and the sft runs' generations) and keeps
+it ran. Writes `OUT/llm_presets.md` (the README's table and the sft runs' generations; with every
+preset, also into README.md's `llm-presets` block) and keeps
 every run folder (`OUT/<preset>-<scheme>/`); `--reuse` keeps a finished one instead of running it
 again. Needs `pip install 'splittune[gemma]'`.
 """
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import torch
 import yaml
+
+from splittune.experiments.doc_blocks import replace_block
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ("dialogue", "shakespeare")
@@ -150,6 +153,9 @@ def main() -> None:
     (args.out / "llm_presets.md").write_text(text)
     print(text)
     print(f"written: {args.out / 'llm_presets.md'}")
+    if set(args.presets) == set(PRESETS):  # the README shows every preset
+        replace_block(ROOT / "README.md", "llm-presets", text)
+        print("written: README.md (llm-presets)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from splittune.experiments.doc_blocks import BENCHMARKS_PAGE, printed_into
 from splittune.experiments.table3 import build_vit, vit_base_config
 from splittune.network.clock import PHASES, simulate_round
 from splittune.network.flops import count_forward_backward, paper_flops
@@ -137,4 +138,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with printed_into(BENCHMARKS_PAGE, "network"):  # docs/benchmarks.md quotes this output
+        main()

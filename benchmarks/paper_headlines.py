@@ -15,9 +15,9 @@
 The task (`TASK`) is the default one (MiniLM on the chatterbot topics, 8 devices, Dirichlet 0.5)
 reduced to 480 training and 160 test utterances, batches padded to one length, 6 rounds (gsfl) or
 2 (hierarchical: memory), so each command runs in minutes on two cores. Each writes DIR/<name>/ (the compare folder: compare.md, compare.csv, plots, one run
-folder per row) with headline.md beside it; with --docs the block between `<!-- headline:NAME -->`
-and `<!-- /headline:NAME -->` in that file is replaced by headline.md, so the doc's table is the
-command's output.
+folder per row) with headline.md beside it; with --docs the block `<!-- generated: NAME-headline -->`
+of that file is replaced by headline.md (`splittune.experiments.doc_blocks`), so the doc's table is
+the command's output.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 from rich.console import Console
 
 from splittune.experiments.compare import compare, parse_rows
+from splittune.experiments.doc_blocks import replace_block
 from splittune.experiments.report import human_bytes
 
 # group_by_length off: every batch is padded to model.max_length, so FLOPs and saved activations are
@@ -123,13 +123,7 @@ def run(name: str, out: Path, docs: Path | None, console: Console) -> Path:
                     "Every figure of every row: [compare.md](compare.md).", ""])
     (out / "headline.md").write_text(md)
     if docs is not None:
-        text = docs.read_text()
-        start, end = f"<!-- headline:{name} -->", f"<!-- /headline:{name} -->"
-        if start not in text or end not in text:
-            raise SystemExit(f"{docs} has no {start} ... {end} block to replace")
-        link = md.replace("](compare.md)", f"]({os.path.relpath(out, docs.parent)}/compare.md)")
-        docs.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{link}{end}", text,
-                               flags=re.S))
+        replace_block(docs, f"{name}-headline", md.replace("](compare.md)", f"]({os.path.relpath(out, docs.parent)}/compare.md)"))
     console.print(md)
     return out / "headline.md"
 

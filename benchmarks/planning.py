@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import transformers
 
+from splittune.experiments.doc_blocks import BENCHMARKS_PAGE, printed_into
 from splittune.network.bandwidth import BandwidthDemand
 from splittune.planning.bandwidth import ExactAllocator, SqpAllocator
 from splittune.planning.mincut import min_cut
@@ -104,4 +105,5 @@ def round_model(args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with printed_into(BENCHMARKS_PAGE, "planning"):  # docs/benchmarks.md quotes this output
+        main()

@@ -40,6 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from splittune.experiments.config import load_config
+from splittune.experiments.doc_blocks import BENCHMARKS_PAGE, printed_into
 from splittune.experiments.run import build_setup
 from splittune.runtime.metering import ShapeCachedMeter
 from splittune.schemes import SCHEMES
@@ -177,4 +178,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with printed_into(BENCHMARKS_PAGE, "schemes"):  # docs/benchmarks.md quotes this output
+        main()

@@ -17,6 +17,7 @@ import torch
 from steptime import alternated_seconds, medians, plain_step_fn, split_step_fn
 
 from splittune.data import DataConfig, load_data
+from splittune.experiments.doc_blocks import BENCHMARKS_PAGE, printed_into
 from splittune.models.load import load_model
 from splittune.models.lora import LoraSettings, attach_lora
 from splittune.runtime.batches import ShuffledBatches, tensorize
@@ -62,4 +63,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with printed_into(BENCHMARKS_PAGE, "split-overhead"):  # docs/benchmarks.md quotes this output
+        main()

@@ -40,6 +40,7 @@ from rich.table import Table
 
 from splittune.experiments.config import load_config
 from splittune.experiments.checkpointing import CHECKPOINT, load_run, save_run
+from splittune.experiments.doc_blocks import BENCHMARKS_PAGE, printed_into
 from splittune.experiments.run import build_setup, run
 from splittune.experiments.simulation import RoundSimulator
 from splittune.runtime.checkpoint import restore_rng
@@ -203,4 +204,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with printed_into(BENCHMARKS_PAGE, "transport"):  # docs/benchmarks.md quotes this output
+        main()
