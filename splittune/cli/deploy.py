@@ -97,7 +97,9 @@ def serve(
     _log_warnings()
     try:
         serve_run(cfg, resume or out, console, f"{host}:{port}", device_secrets, tls, resume=resume is not None)
-    except RunInterrupted:
+    except RunInterrupted as stop:  # the devices were told the run is over: a deployed resume starts them again
+        console.print(f"or deployed again: [bold]splittune serve --resume {stop.summary['run_dir']}[/bold] with "
+                      "the same --secrets, TLS files and address, and the devices", highlight=False)
         raise typer.Exit(code=130) from None
     except (ValueError, FleetError, OSError) as e:  # too few devices finished a round; a port in use; a
         fail(str(e))  # checkpoint that does not fit

@@ -104,7 +104,8 @@ class RunConfig(Strict):
         1, ge=1, description="grpc: a round in which fewer devices finish stops the run with an error"
     )
     join_timeout_s: float = Field(
-        300.0, gt=0, description="grpc: how long the server waits for the devices to register before the first round"
+        300.0, gt=0, description="grpc: how long the server waits for the devices to register before the first round, "
+                                 "and a device for a server that is not (or no longer) answering"
     )
 
     @field_validator("scenario", mode="before")
