@@ -75,3 +75,28 @@ def test_a_device_whose_server_is_gone_gives_up_after_its_patience_with_a_clear_
         with pytest.raises(TransportError, match=r"no server answered at 127\.0\.0\.1:\d+ for 1 s \(join_timeout_s\)"):
             client.run()
     assert time.monotonic() - t0 < 10
+
+
+def test_a_restarted_server_sends_an_earlier_ones_devices_to_register_and_refuses_their_old_steps():
+    from splittune.runtime.coordinator import RemoteFleet
+
+    fleets = []
+
+    def fleet(server):
+        fleets.append(RemoteFleet(server, 2, "digest"))
+        return fleets[-1]
+
+    scheme = SCHEMES["sft"](_setup(), fleet=fleet)
+    remote = fleets[0]
+    try:
+        joined = decode(remote.register(Message(MessageKind.CONTROL, device=0,
+                                                meta={"config": "digest", "model": True}).encode()))
+        assert joined.meta["server"] == remote.epoch and 0 in remote._with_model  # it kept its frozen blocks
+        poll = Message(MessageKind.CONTROL, device=0, meta={"session": joined.meta["session"], "server": "earlier"})
+        assert decode(remote.poll(poll.encode())).meta["action"] == "register"
+        step = Message(MessageKind.ACTIVATIONS, device=0, step=0, meta={"round": 0}).encode()
+        with pytest.raises(MessageError, match="holds no turn of the open round") as refused:
+            remote.grpc.handlers["train_step"](step)  # a step of a turn the earlier server handed out
+        assert refused.value.reason == "wrong_round" and scheme.server.rejected == {"wrong_round": 1}
+    finally:
+        remote.grpc.stop()
