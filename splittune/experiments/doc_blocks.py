@@ -22,6 +22,14 @@ START, END = "<!-- generated: {} -->", "<!-- /generated: {} -->"
 _BLOCK = re.compile(r"<!-- generated: (?P<name>[\w.-]+) -->\n.*?<!-- /generated: (?P=name) -->", re.S)
 
 
+def read_block(page: Path, name: str) -> str:
+    """What block `name` of `page` holds now, without its "Made by ... on DATE." line."""
+    match = re.search(re.escape(START.format(name)) + r"\n(.*?)" + re.escape(END.format(name)), page.read_text(), re.S)
+    if not match:
+        raise ValueError(f"{page}: no block {name!r}")
+    return re.sub(r"\AMade by `.*?` on \d{4}-\d{2}-\d{2}\.\n\n", "", match[1]).strip()
+
+
 def replace_block(page: Path, name: str, body: str, made_by: str | None = None) -> None:
     """Write `body` into the block `name` of `page`, after a "Made by `made_by` on DATE." line when given."""
     text = page.read_text()

@@ -9,12 +9,13 @@ defaults or a paper's own figures, are allowed by their header row in REFERENCE,
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
-from splittune.experiments.doc_blocks import outside_blocks
+from splittune.experiments.doc_blocks import outside_blocks, read_block
 
 ROOT = Path(__file__).parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -84,3 +85,26 @@ def test_every_reference_allowance_is_used():
     for page, header in REFERENCE:
         assert header == "*" and (ROOT / page).is_file() or (page, header) in tables, \
             f"REFERENCE allows {page} {header!r}, which no longer exists: remove it"
+
+
+def _tables():
+    spec = importlib.util.spec_from_file_location("doc_tables", ROOT / "docs" / "tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["sweep-points", "sweep-seeds", "sft-headline-default", "sft-headline-vit-digits",
+                                  "edge-papers"])
+def test_tables_from_result_files_are_current(name):
+    """What `make docs` writes from the result files under docs/ is what the pages show."""
+    tables = _tables()
+    (page, _), make = next((key, make) for key, make in tables.TABLES.items() if key[1] == name)
+    assert read_block(ROOT / "docs" / page, name) == make().strip(), f"run `make docs`: docs/{page} {name} is stale"
+
+
+@pytest.mark.slow
+def test_the_measured_examples_table_is_current():
+    """The network-and-planning examples, rerun (simulated seconds: the same on every machine)."""
+    assert read_block(ROOT / "docs" / "network-and-planning.md", "examples") == _tables().examples().strip(), \
+        "run `make docs`: docs/network-and-planning.md examples is stale"
