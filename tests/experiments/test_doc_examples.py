@@ -135,6 +135,12 @@ def _value(args: list[str], name: str) -> str | None:
     return None
 
 
+def _at_most(args: list[str], name: str, n: int, default: str | None = None) -> list[str]:
+    """`args` with the comma-separated list of option `name` (or `default` when absent) cut to `n` items."""
+    given = _value(args, name) or default
+    return _option(args, name, ",".join(given.split(",")[:n])) if given else args
+
+
 def _resumable(scratch: Path) -> Path:
     """A run folder with one of two rounds checkpointed: what a stopped run leaves."""
     folder = scratch / "stopped"
@@ -158,10 +164,8 @@ def reduced(args: list[str], scratch: Path) -> list[str]:
     if command in ("serve", "device"):  # the server and its devices must reduce alike (config digest)
         return [command, *_model([*rest, "train.rounds=1", "data.max_test=20"], scratch)]
     if command == "compare":
-        schemes = (_value(rest, "--schemes") or "sft,sl").split(",")[:2]
-        rest = _option(_option(rest, "--schemes", ",".join(schemes)), "--out", scratch / f"compare-{time.monotonic_ns()}")
-        if _value(rest, "--seeds"):
-            rest = _option(rest, "--seeds", ",".join(_value(rest, "--seeds").split(",")[:2]))
+        rest = _at_most(_at_most(rest, "--schemes", 2, default="sft,sl"), "--seeds", 2)
+        rest = _option(rest, "--out", scratch / f"compare-{time.monotonic_ns()}")
         return ["compare", *_model([*rest, *RUN], scratch)]
     if command == "sweep" and rest[:1] == ["codec"]:
         rest = rest[1:]
@@ -170,9 +174,7 @@ def reduced(args: list[str], scratch: Path) -> list[str]:
                        ((_value(rest, "--rhos") or "0.2").split(",")[0], (_value(rest, "--levels") or "8").split(",")[0]))
         rest = _option(_option(_option(rest, "--rhos", rho), "--levels", levels), "--lossless-off",
                        f"{rho}:{levels}" if off and ":" in off else "none")
-        if _value(rest, "--seeds"):
-            rest = _option(rest, "--seeds", ",".join(_value(rest, "--seeds").split(",")[:2]))
-        rest = _option(rest, "--out", scratch / f"sweep-{time.monotonic_ns()}")
+        rest = _option(_at_most(rest, "--seeds", 2), "--out", scratch / f"sweep-{time.monotonic_ns()}")
         return ["sweep", "codec", *_model([*rest, *RUN], scratch)]
     if command == "plan":
         return [*args, "model.name=tiny-bert"]
