@@ -199,8 +199,7 @@ class RunConfig(Strict):
 
 
 # schemes whose devices and server exchange messages, so they can run over gRPC (`central` has no devices)
-DEVICE_SCHEMES = tuple(name for name, cls in SCHEMES.items()
-                       if hasattr(cls, "device_worker") and cls.layout.server != "edges")  # edges: not deployed yet
+DEVICE_SCHEMES = tuple(name for name, cls in SCHEMES.items() if hasattr(cls, "device_worker"))
 
 
 class ConfigError(ValueError):

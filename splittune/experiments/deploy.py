@@ -106,7 +106,8 @@ def device(cfg: RunConfig, index: int, address: str, secret: bytes, tls_ca: byte
     digest = config_digest(cfg)
     with GrpcTransport(address, tls_ca=tls_ca, tls_server_name=tls_server_name, credentials=(index, secret),
                        max_message_bytes=cfg.max_message_bytes) as transport:
-        DeviceClient(SCHEMES[cfg.scheme].device_worker(setup, index, transport), digest, cfg.join_timeout_s).run()
+        worker = SCHEMES[cfg.scheme].device_worker(setup, index, transport)
+        DeviceClient(worker, digest, cfg.join_timeout_s, transport=transport).run()
 
 
 def device_command(config: Path, index: int, address: str, secret: Path, tls_ca: Path | None) -> list[str]:

@@ -81,7 +81,7 @@ class RemoteFleet:
         self.absent: set[int] = set(range(devices))  # not expected to report: never joined, or dropped
         self._joined = self._stopping = False
         self._stopped: set[int] = set()
-        handlers = {name: self._in_turn(h) for name, h in server.handlers().items()}
+        handlers = {name: self._in_turn(h) for name, h in server.device_handlers().items()}
         handlers.update(register=self.register, poll=self.poll, report=self.report)
         cert, key = tls if tls is not None else (None, None)
         self.grpc = GrpcServer(handlers, address, chunk_bytes=chunk_bytes, max_message_bytes=max_message_bytes,

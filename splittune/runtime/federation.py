@@ -28,12 +28,15 @@ in this process and runs their turns (`runtime.turns`) one after another; a depl
 their reports until the round's deadline (`round_timeout_s`). A device that does not report in
 time is dropped from the round: the server aggregates the devices that finished (FedAvg weights
 renormalised), and a round in which fewer than `min_devices` finished stops with `FleetError`.
-Turns without a relay are handed out all at once; relayed ones one at a time, lane after lane.
+Turns are handed out in waves, the k-th device of every lane at once: the devices of a lane one
+after another (a relay, or an edge's one adapter), the lanes side by side (`parallel`: every
+device in the first wave; `sequential`: one device a wave).
 """
 
 from __future__ import annotations
 
 import time
+from itertools import zip_longest
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -197,10 +200,11 @@ class Federation:
             return Turn(i, round_idx, self.steps[i], lr, model, adapter, reset_optimizer)
 
         order = [i for lane in lanes for i in lane]
-        if relays:  # each device starts from the adapter the previous device of its group uploaded
-            reports = [r for i in order for r in self.fleet.run([turn(i)], deadline)]
-        else:
-            reports = self.fleet.run([turn(i) for i in order], deadline)
+        # In waves: the k-th device of every lane at once. A lane's devices go one after another (they
+        # share its server-side adapter, and in a relay the device adapter), the lanes side by side.
+        rank = {i: k for k, i in enumerate(order)}
+        reports = sorted((r for wave in zip_longest(*lanes) for r in self.fleet.run(
+            [turn(i) for i in wave if i is not None], deadline)), key=lambda r: rank[r.device])
         with self.fleet.lock:
             for edge, lane in zip(self.edges, lane_works):
                 edge.finish_lane(lane)
@@ -212,7 +216,10 @@ class Federation:
         with self.fleet.lock:  # over the finishers only when some were dropped
             self.server.aggregate(finished) if dropped else self.server.aggregate()
         done = set(finished)
-        groups = [kept for kept in ([i for i in lane if i in done] for lane in lanes) if kept]
+        kept = [[i for i in lane if i in done] for lane in lanes]
+        groups = [g for g in kept if g]
+        # an edge none of whose devices finished is no lane of the round: its traffic is left out with it
+        lane_works = [lw for lw, g in zip(lane_works, kept) if g]
         work = RoundWork([r.work for r in reports], self.layout.schedule, self.layout.server,
                          groups=groups if self.layout.schedule == "grouped" else None, band=self.layout.band,
                          lanes=lane_works, broadcast_model_bytes=cell.broadcast_model_bytes,

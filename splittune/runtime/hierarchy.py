@@ -17,6 +17,12 @@ The edge is also the users' way to the cloud: what a user downloads or uploads (
 global user-side adapter, its own adapter) the edge forwards over the backhaul, so the cloud
 FedAvg's every user-side and edge-side adapter at the round's end. All parties share one
 transport, their handlers named `edge<e>/...`, `cloud/...`, `cloud/users/...` (`Routed`).
+
+Deployed, the users are processes of their own and reach only the edges' handlers
+(`Cloud.device_handlers`): an edge serves its own users and nobody calls the cloud but the edges,
+in the server process. A user told that its cell's broadcast carries the frozen blocks or the
+global adapter fetches it from its edge, which answers with what it broadcast this round, without
+a second trip over the backhaul: the traffic counted is the broadcast's, as in one process.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from splittune.runtime.checkpoint import Snapshot
 from splittune.runtime.device import exchange
 from splittune.runtime.messages import Message, MessageKind, decode, decode_state_dict, encode_state_dict, state_spec
 from splittune.runtime.metering import FlopMeter
-from splittune.runtime.server import AdapterServer, _guarded
+from splittune.runtime.server import BASE_STATION, AdapterServer, _guarded
 from splittune.runtime.split_server import SplitServer
 from splittune.runtime.transport import Routed, Transport
 
@@ -54,6 +60,7 @@ class EdgeServer(SplitServer):
         self._adapter_spec = state_spec(copy_slots(self.own))
         self.bwd_flops = FlopMeter()
         self._lane, self._up_step = LaneWork(), 0
+        self._broadcast: dict[str, bytes] = {}  # what the base station sent its cell this round, by method
 
     def snapshot(self) -> Snapshot:
         snap = super().snapshot()
@@ -80,15 +87,24 @@ class EdgeServer(SplitServer):
             self._lane.control_down_bytes += len(reply)
         return reply
 
+    def _download(self, method: str, request: bytes) -> bytes:
+        """A download from one of its users, or its base station (a broadcast to the cell, kept for the
+        round: a user in its own process fetches the broadcast it was told of, and hears the same bytes)."""
+        n = self._request(request)
+        if n != BASE_STATION and method in self._broadcast:
+            return self._broadcast[method]
+        reply = self._forward(f"users/{method}", request, down=True)
+        if n == BASE_STATION:
+            self._broadcast[method] = reply
+        return reply
+
     @_guarded
     def forward_model(self, request: bytes) -> bytes:
-        self._request(request)  # from one of its users, or its base station
-        return self._forward("users/download_model", request, down=True)
+        return self._download("download_model", request)
 
     @_guarded
     def forward_adapter(self, request: bytes) -> bytes:
-        self._request(request)
-        return self._forward("users/download_adapter", request, down=True)
+        return self._download("download_adapter", request)
 
     @_guarded
     def forward_upload(self, request: bytes) -> bytes:
@@ -98,7 +114,7 @@ class EdgeServer(SplitServer):
     def start_lane(self, round_idx: int, lane: LaneWork) -> None:
         """Open the round, fetch its frozen blocks (first round) and the global edge-side adapter."""
         self.start_round(round_idx)
-        self._lane, self._up_step = lane, 0
+        self._lane, self._up_step, self._broadcast = lane, 0, {}
         ask = Message(MessageKind.ACK, device=self.index).encode()
         if round_idx == 0:
             reply = self._forward("download_model", ask, down=True)
@@ -144,9 +160,20 @@ class Cloud:
     def handlers(self):
         routed = {f"cloud/{m}": h for m, h in self.server.handlers().items()}
         routed |= {f"cloud/users/{m}": h for m, h in self.users.handlers().items()}
-        for e in self.edges:
-            routed |= {f"edge{e.index}/{m}": h for m, h in e.handlers().items()}
-        return routed
+        return routed | self.device_handlers()
+
+    def device_handlers(self):
+        """What the users call: their edges' handlers (the cloud's are the edges' business)."""
+        return {f"edge{e.index}/{m}": h for e in self.edges for m, h in e.handlers().items()}
+
+    def count_rejection(self, handler: str, err: Exception) -> None:
+        """A user's request refused before it reached its edge (deployed: it holds no turn): counted with
+        the users' aggregator, one of the parties `rejected` sums."""
+        self.users.count_rejection(handler, err)
+
+    def uploaded(self, n: int) -> bool:
+        """Whether user `n` has uploaded its adapter this round (through its edge, to the cloud)."""
+        return self.users.uploaded(n)
 
     @property
     def optimizers(self):
@@ -182,8 +209,13 @@ class Cloud:
         self.users.start_round(round_idx)
         self.server.start_round(round_idx)
 
-    def aggregate(self) -> None:
+    def aggregate(self, users: list[int] | None = None) -> None:
         """FedAvg of every user's adapter (by its data) and of every edge's and the cloud's per-edge
-        adapters (by the data of the edge's users)."""
-        self.users.aggregate()
-        self.server.aggregate()
+        adapters (by the data of the edge's users). A round that dropped users (deployed) averages the
+        users that finished and the edges that served one of them, each still weighted by the data of
+        all its users (its adapter holds the steps of every user it served, a dropped one's included)."""
+        self.users.aggregate(users)
+        if users is None:
+            self.server.aggregate()
+        else:
+            self.server.aggregate([e.index for e in self.edges if set(e.devices) & set(users)])

@@ -35,6 +35,7 @@ from splittune.runtime.device import DeviceWorker
 from splittune.runtime.grpc_transport import TransportError
 from splittune.runtime.messages import Message, MessageError, MessageKind, decode
 from splittune.runtime.snapshot_wire import read_snapshot
+from splittune.runtime.transport import Transport
 from splittune.runtime.turns import Turn
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,14 @@ BACKOFF_S, MAX_BACKOFF_S = 0.25, 5.0
 
 
 class DeviceClient:
-    def __init__(self, worker: DeviceWorker, config_digest: str, patience_s: float = 300.0):
+    def __init__(self, worker: DeviceWorker, config_digest: str, patience_s: float = 300.0,
+                 transport: Transport | None = None):
         """`patience_s`: how long to keep trying to reach a server that is not listening (yet: it loads its
-        model and data before it serves; or again: it is being restarted)."""
+        model and data before it serves; or again: it is being restarted). `transport`: the server's, for
+        the coordination calls; by default the worker's (a hierarchical user's is a `Routed` view of it,
+        to its edge)."""
         self.worker, self.config_digest, self.patience_s = worker, config_digest, patience_s
-        self.transport, self.index = worker.transport, worker.index
+        self.transport, self.index = transport or worker.transport, worker.index
         self.session = self.server = None
         self.has_model = False  # received the frozen blocks (a process built from the config has equal ones)
         self.initial = self._state()  # where a device the server holds no state of starts

@@ -139,6 +139,10 @@ class AdapterServer:
             "upload_adapter": self.receive_adapter,
         }
 
+    def device_handlers(self) -> dict[str, Callable[[bytes], bytes]]:
+        """What devices in other processes may call: all of them (a chain's `Cloud` keeps some back)."""
+        return self.handlers()
+
     def count_rejection(self, handler: str, err: Exception) -> None:
         reason = getattr(err, "reason", "codec" if isinstance(err, CodecError) else "malformed")
         first = reason not in self.rejected

@@ -28,7 +28,7 @@ from splittune.runtime.messages import MAX_ID, Message, MessageError, MessageKin
 Fetch = Literal["none", "fetch", "broadcast"]  # broadcast: the round loop sent it to every device at once
 FETCHES = ("none", "fetch", "broadcast")
 _COUNTS = ("model_down_bytes", "adapter_down_bytes", "adapter_up_bytes", "control_up_bytes", "control_down_bytes")
-_STEP = tuple(f.name for f in fields(StepWork) if f.name != "relay")  # a device's own step (the next hop is an edge's)
+_STEP = tuple(f.name for f in fields(StepWork) if f.name != "relay")  # a step's numbers; its `relay` the same again
 _MEMORY = tuple(f.name for f in fields(MemoryBreakdown))
 
 
@@ -73,6 +73,8 @@ class TurnReport:
             "losses": self.losses,
             "counts": {k: getattr(self.work, k) for k in _COUNTS},
             "steps": [[getattr(s, k) for k in _STEP] for s in self.work.steps],
+            # a user's edge reports its hop to the cloud in each gradient (`StepWork.relay`): the clock needs it
+            "relays": [None if s.relay is None else [getattr(s.relay, k) for k in _STEP] for s in self.work.steps],
             "memory": None if self.memory is None else [getattr(self.memory, k) for k in _MEMORY],
             "cut_bytes": self.cut_bytes,
         }
@@ -93,14 +95,17 @@ class TurnReport:
         state = snapshot_wire.read_snapshot(msg, f"device {msg.device}")
         body = parse_json(msg.section("report"), "turn report")
         try:
-            if type(body) is not dict or set(body) != {"losses", "counts", "steps", "memory", "cut_bytes"}:
-                raise ValueError("the report's keys are losses, counts, steps, memory, cut_bytes")
-            losses, steps = body["losses"], body["steps"]
-            if not (isinstance(losses, list) and isinstance(steps, list) and len(losses) == len(steps) == turn.steps):
-                raise ValueError(f"a turn of {turn.steps} steps reports {turn.steps} losses and steps")
+            if type(body) is not dict or set(body) != {"losses", "counts", "steps", "relays", "memory", "cut_bytes"}:
+                raise ValueError("the report's keys are losses, counts, steps, relays, memory, cut_bytes")
+            losses, steps, relays = body["losses"], body["steps"], body["relays"]
+            if not (isinstance(losses, list) and isinstance(steps, list) and isinstance(relays, list)
+                    and len(losses) == len(steps) == len(relays) == turn.steps):
+                raise ValueError(f"a turn of {turn.steps} steps reports {turn.steps} losses, steps and relays")
             if not all(_number(x) for x in losses):
                 raise ValueError("losses must be finite numbers")
-            work = DeviceRoundWork(device=msg.device, steps=[StepWork(*_row(s, _STEP)) for s in steps],
+            work = DeviceRoundWork(device=msg.device, steps=[
+                StepWork(*_row(s, _STEP), relay=None if hop is None else StepWork(*_row(hop, _STEP)))
+                for s, hop in zip(steps, relays)],
                                    **dict(zip(_COUNTS, _row([body["counts"].get(k) for k in _COUNTS], _COUNTS))))
             memory = None if body["memory"] is None else MemoryBreakdown(*_row(body["memory"], _MEMORY))
             cut = body["cut_bytes"]

@@ -42,8 +42,9 @@ def _without_wall_clock(records):
     return [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in records]
 
 
-def test_sft_over_grpc_is_bit_identical_to_in_process(tmp_path):
-    cfg = load_config(None, [*TINY, "train.rounds=2"])
+def _same_in_processes(tmp_path, overrides):
+    """The run in one process and with one `splittune device` process per device: same records, same adapter."""
+    cfg = load_config(None, [*TINY, "train.rounds=2", *overrides])
     quiet = Console(quiet=True)
     run(cfg, out=tmp_path / "inprocess", console=quiet)
     run_local(cfg.model_copy(update={"transport": "grpc"}), tmp_path / "grpc", quiet)
@@ -52,6 +53,30 @@ def test_sft_over_grpc_is_bit_identical_to_in_process(tmp_path):
     assert _without_wall_clock(remote) == _without_wall_clock(local)
     adapter = "adapter/global/adapter_model.safetensors"
     assert (tmp_path / "grpc" / adapter).read_bytes() == (tmp_path / "inprocess" / adapter).read_bytes()
+    return local
+
+
+def test_sft_over_grpc_is_bit_identical_to_in_process(tmp_path):
+    _same_in_processes(tmp_path, [])
+
+
+def test_hierarchical_users_in_processes_are_bit_identical_to_in_process(tmp_path):
+    """Users as device processes, each talking to its edge; the edges and the cloud in the server process."""
+    records = _same_in_processes(tmp_path, ["scheme=hierarchical", "scenario.edges=2"])
+    assert all(r["bytes_by_kind"]["backhaul_up"] > 0 and r["edge_peak_mem_bytes"] > 0 for r in records)
+
+
+# every other scheme with devices, and compare's planner-driven rows: the device process resolves
+# CARD's per-device cuts and the min-cut cut itself (here cut 1, not split.cut=2), as the server does
+@pytest.mark.slow  # ~20 s each on a quiet 2-core machine; tests/runtime/test_coordinator.py checks the
+# schemes (per-device cuts included) in threads in the default run
+@pytest.mark.parametrize("overrides", [
+    ["scheme=sfl"], ["scheme=sl"], ["scheme=fl"], ["scheme=gsfl", "gsfl.groups=2"],
+    ["scheme=hetero", "hetero.cuts=[1,3,2]"], ["scheme=hetero"], ["scheme=sl", "planning.server_compute=card"],
+    ["scheme=sft", "planning.cut=mincut"],
+], ids=["sfl", "sl", "fl", "gsfl", "hetero-cuts", "hetero-memory", "sl-card", "sft-mincut"])
+def test_every_scheme_over_grpc_is_bit_identical_to_in_process(tmp_path, overrides):
+    _same_in_processes(tmp_path, overrides)
 
 
 @pytest.mark.slow  # four device processes and a dropped round: ~100 s on a loaded 2-core machine; the

@@ -3,6 +3,7 @@ as `splittune device` processes, see tests/experiments/test_deploy.py): results 
 authentication, dropping a device, min_devices, and reports that are checked."""
 
 import logging
+import math
 import sys
 import threading
 import time
@@ -54,7 +55,7 @@ class Deployed:
         with GrpcTransport(address, timeout_s=60, retries=1, credentials=self.credentials[n]) as transport:
             worker = SCHEMES[self.name].device_worker(setup(**_kw(**self.setup_kw)), n, transport)
             try:
-                DeviceClient(worker, self.digests.get(n, DIGEST)).run()
+                DeviceClient(worker, self.digests.get(n, DIGEST), transport=transport).run()
             except Exception as e:  # noqa: BLE001 - the test looks at what each device ran into
                 self.errors[n] = e
 
@@ -70,12 +71,18 @@ def _kw(**setup_kw):
     return {k: v for k, v in setup_kw.items() if k not in ("join",)}
 
 
-@pytest.mark.parametrize("name", ["sft", "sl", "fl"])
-def test_devices_over_grpc_give_the_in_process_numbers(name):
+# every scheme with devices; `sl` with per-device cuts is what planning.server_compute=card runs (its
+# server clock is the simulator's business), planning.cut=mincut only picks `split.cut`
+DEPLOYABLE = [("sft", {}), ("sfl", {}), ("sl", {}), ("fl", {}), ("gsfl", {"groups": 2}),
+              ("hetero", {"cuts": [1, 3, 2]}), ("sl", {"cuts": [3, 1, 2]}), ("hierarchical", {"edges": 2})]
+
+
+@pytest.mark.parametrize("name, kw", DEPLOYABLE, ids=[f"{n}-{'-'.join(map(str, kw))}".rstrip("-") for n, kw in DEPLOYABLE])
+def test_devices_over_grpc_give_the_in_process_numbers(name, kw):
     torch.manual_seed(0)
-    local = SCHEMES[name](setup())
+    local = SCHEMES[name](setup(**kw))
     expected = [local.run_round(t) for t in range(2)]
-    deployed = Deployed(name, round_timeout_s=60.0)
+    deployed = Deployed(name, round_timeout_s=60.0, **kw)
     try:
         got = [deployed.scheme.run_round(t) for t in range(2)]
     finally:
@@ -85,6 +92,7 @@ def test_devices_over_grpc_give_the_in_process_numbers(name):
         assert (a.loss, a.bytes_by_kind, a.compression, a.device_memory, a.server_memory, a.dropped) == \
                (b.loss, b.bytes_by_kind, b.compression, b.device_memory, b.server_memory, b.dropped)
         assert a.work == b.work  # every step's FLOPs and bytes, for the clock
+        assert a.tier_memory == b.tier_memory  # hierarchical: user, edge and cloud peaks
     want, have = global_state(local), global_state(deployed.scheme)
     assert want.keys() == have.keys() and all(torch.equal(want[k], have[k]) for k in want)
 
@@ -159,3 +167,56 @@ def test_a_report_that_does_not_match_its_turn_is_refused():
             TurnReport.decode(bad.encode(0), turn, 1 << 20)
     with pytest.raises(MessageError):
         TurnReport.decode(good.encode(1), turn, 1 << 20)  # another round's
+
+
+def test_a_report_carries_the_edges_hop_for_the_clock():
+    from splittune.network.trace import DeviceRoundWork, StepWork
+    from splittune.runtime.turns import Turn, TurnReport
+
+    turn, cut = Turn(0, 0, 1, 0.1), {"up": [1, 2, 3], "down": [0, 0, 0]}
+    hop = StepWork(1e6, 80, 5e6, 70, 2e6)  # the edge's forward, backhaul up, the cloud, backhaul down, backward
+    work = DeviceRoundWork(0, steps=[StepWork(1e6, 100, 3e6, 90, 3e6, relay=hop)])
+    back = TurnReport.decode(TurnReport(0, [1.0], work, None, cut).encode(0), turn, 1 << 20)
+    assert back.work == work and back.work.steps[0].relay == hop
+    good = TurnReport(0, [1.0], work, None, cut).encode(0)
+    lying = good.replace(b"100,3000000.0,90", b"100,9000000.0,90")  # SC no longer the hop's forward + backward
+    assert lying != good
+    with pytest.raises(MessageError, match="server_flops") as info:
+        TurnReport.decode(lying, turn, 1 << 20)
+    assert info.value.reason == "bad_report"
+
+
+def test_a_hierarchical_user_reaches_only_its_own_edge():
+    """Users call their edge's handlers; the cloud's are not served, and another edge refuses them."""
+    cloud = SCHEMES["hierarchical"](setup(edges=2)).server
+    fleet = RemoteFleet(cloud, 3, DIGEST, secrets=SECRETS)
+    ask = Message(MessageKind.ACK, device=0).encode()
+    try:
+        assert sorted(fleet.grpc.handlers) == sorted([f"edge{e}/{m}" for e in range(2) for m in (
+            "train_step", "download_model", "download_adapter", "upload_adapter")] + ["poll", "register", "report"])
+        with GrpcTransport(fleet.address, retries=0, credentials=(0, SECRETS[0])) as user0:
+            for method in ("cloud/download_model", "cloud/users/upload_adapter", "cloud/train_step"):
+                with pytest.raises(TransportError, match="UNIMPLEMENTED"):
+                    user0.call(method, ask)
+        assert cloud.device_handlers()["edge0/download_model"](ask)  # its own edge forwards the cloud's blocks
+        with pytest.raises(MessageError, match="unknown device 0") as info:
+            cloud.device_handlers()["edge1/download_model"](ask)
+        assert info.value.reason == "unknown_device"
+    finally:
+        fleet.close()
+
+
+def test_a_hierarchical_round_without_an_edges_only_user_averages_the_other_edge():
+    creds = {0: (0, SECRETS[0]), 1: (1, SECRETS[1]), 2: (2, b"not-the-secret-of-device-2")}
+    deployed = Deployed("hierarchical", credentials=creds, round_timeout_s=20.0, join=3.0, edges=2)
+    cloud, seen = deployed.scheme.server, []
+    users_aggregate, edges_aggregate = cloud.users.aggregate, cloud.server.aggregate
+    cloud.users.aggregate = lambda devices=None: seen.append(("users", devices)) or users_aggregate(devices)
+    cloud.server.aggregate = lambda devices=None: seen.append(("edges", devices)) or edges_aggregate(devices)
+    try:
+        results = [deployed.scheme.run_round(t) for t in range(2)]
+    finally:
+        deployed.close()
+    assert [r.dropped for r in results] == [[2], [2]]
+    assert seen == [("users", [0, 1]), ("edges", [0])] * 2  # edge 1 served nobody: it is left out
+    assert all(math.isfinite(r.loss) for r in results)

@@ -54,14 +54,14 @@ def test_a_round_chains_every_step_through_its_edge_and_averages_at_the_cloud():
     cloud, users = hier.server.server, hier.server.users
     original = (cloud.aggregate, users.aggregate)
 
-    def snapshot_cloud():
+    def snapshot_cloud(devices=None):
         uploads["edge"] = {e: copy_slots(cloud.slots[device_adapter(e)]) for e in range(2)}
         uploads["edge_side"] = {e: cloud._uploads[e][1] for e in range(2)}
-        return original[0]()
+        return original[0](devices)
 
-    def snapshot_users():
+    def snapshot_users(devices=None):
         uploads["user"] = {n: users._uploads[n][1] for n in range(4)}
-        return original[1]()
+        return original[1](devices)
 
     cloud.aggregate, users.aggregate = snapshot_cloud, snapshot_users
     result = hier.run_round(0)
