@@ -12,8 +12,8 @@ configured allocator and order rule) on the round it expects: the previous round
 its one-off model distribution and re-cut, or on round 0 the prediction from the codec and the model
 (`experiments.planning.predicted_round`); with neither (or a different round shape), equal shares
 and fifo. The realised work is then replayed with those shares and that order (`round_sim_s`);
-the clairvoyant allocation, solved on the realised work itself, is recorded beside it as
-`oracle_round_sim_s`: the price of not knowing.
+the clairvoyant allocation, solved on the realised work itself and the SNRs the links really run
+at after any outage, is recorded beside it as `oracle_round_sim_s`: the price of not knowing.
 Schemes that record no work (`central`) get no simulated fields at all.
 """
 
@@ -98,7 +98,7 @@ class RoundSimulator:
         server_f_hz = None if ghz is None else {d: g * 1e9 for d, g in enumerate(ghz)}
         allocator, decided = self._decisions(work, round_idx, order, server_f_hz)
         realised = simulate_round(self.world, work, round_idx, allocator, decided, server_f_hz)
-        oracle = simulate_round(self.world, work, round_idx, self.allocator, order, server_f_hz)
+        oracle = simulate_round(self.world, work, round_idx, self.allocator, order, server_f_hz, clairvoyant=True)
         self.expected = dataclasses.replace(work, broadcast_model_bytes=0, broadcast_recut_bytes=0, devices=[
             dataclasses.replace(w, model_down_bytes=0, recut_up_bytes=0, recut_down_bytes=0) for w in work.devices])
         return realised, oracle

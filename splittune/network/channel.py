@@ -163,6 +163,17 @@ class Channel:
         g = np.random.default_rng([self.seed, 1, round_idx]).exponential(1.0, size=(2, self.n_devices))
         return ChannelState(self.mean_uplink_snr * g[0], self.mean_downlink_snr * g[1])
 
+    def planning_state(self, round_idx: int) -> ChannelState:
+        """The SNRs a base station plans a round on: the state it measures at the round's start, and for
+        a link in outage the SNR it will run at once the fading redraws, in expectation. Rayleigh power
+        gains are memoryless, so E[SNR | SNR >= threshold] = threshold + mean SNR."""
+        state = self.state(round_idx)
+        if self.outage_snr is None:
+            return state
+        th = self.outage_snr
+        return ChannelState(np.where(state.uplink_snr < th, th + self.mean_uplink_snr, state.uplink_snr),
+                            np.where(state.downlink_snr < th, th + self.mean_downlink_snr, state.downlink_snr))
+
     @property
     def outage_snr(self) -> float | None:
         return None if self.config.outage_snr_db is None else float(db_to_linear(self.config.outage_snr_db))

@@ -47,6 +47,8 @@ The channel state (SNRs) is the one of `round_idx` (block fading: constant withi
 `channel.outage_snr_db`, a link below it waits whole coherence slots for its fading to redraw
 (`Channel.outage_state`) before its first transfer, the downlink before ED, the uplink before the
 first IT, and then runs at the redrawn SNR; the wait is in `wait_s`, the slots in `outage_slots`.
+The shares are planned on `Channel.planning_state` (an outage link at its expected redrawn SNR),
+or with `clairvoyant=True` on the SNRs the links really run at.
 Energy (see `energy`): devices pay compute and uplink airtime, the server its compute and downlink
 airtime; a broadcast is one transmission, paid once for as long as its slowest receiver needs
 (once per cell with cells of their own). The cloud pays its compute ("cloud"); wired
@@ -225,6 +227,7 @@ def simulate_round(
     allocator: BandwidthAllocator | None = None,
     order: Order = "fifo",
     server_f_hz: Mapping[int, float] | None = None,
+    clairvoyant: bool = False,
 ) -> RoundTimeline:
     """Replay one round's recorded work in simulated time; see the module docstring for the model."""
     if not isinstance(work, RoundWork):
@@ -240,14 +243,15 @@ def simulate_round(
     n = len(devices)
     lanes, lane_of = _lanes(work, devices)
     # Outage (channel.outage_snr_db): a link below the threshold waits whole coherence slots for a
-    # redraw, then runs at the redrawn SNR; the shares are decided on what the base station knows
-    # at the round's start, an outage link counted at the threshold.
+    # redraw, then runs at the redrawn SNR. The shares are decided on what the base station knows
+    # at the round's start (`Channel.planning_state`); `clairvoyant` decides them on the SNRs the
+    # links will really run at (the oracle of experiments.simulation).
     state, slots = world.channel.outage_state(round_idx)
     se_ul = np.log2(1.0 + state.uplink_snr[devices])
     se_dl = np.log2(1.0 + state.downlink_snr[devices])
-    known, floor = world.channel.state(round_idx), world.channel.outage_snr or 0.0
-    plan_ul = np.log2(1.0 + np.maximum(known.uplink_snr[devices], floor))
-    plan_dl = np.log2(1.0 + np.maximum(known.downlink_snr[devices], floor))
+    known = state if clairvoyant else world.channel.planning_state(round_idx)
+    plan_ul = np.log2(1.0 + known.uplink_snr[devices])
+    plan_dl = np.log2(1.0 + known.downlink_snr[devices])
     wait_ul, wait_dl = (slots[k][devices] * world.channel.config.coherence_s for k in (0, 1))
     broadcast_bps = shannon_rate_bps(world.channel.bandwidth_hz, state.downlink_snr[devices])
     srv = world.server
