@@ -25,10 +25,11 @@ from rich.table import Table
 
 from splittune.experiments.doc_blocks import BENCHMARKS_PAGE, printed_into
 from splittune.experiments.table3 import build_vit, vit_base_config
-from splittune.network.clock import PHASES, simulate_round
+from splittune.network.clock import simulate_round
 from splittune.network.flops import count_forward_backward, paper_flops
 from splittune.network.scenario import ScenarioConfig
 from splittune.network.shape import TransformerShape
+from splittune.network.timeline import PHASES
 from splittune.network.trace import DeviceRoundWork, RoundWork, StepWork
 
 BATCH, CUT, RANK = 64, 5, 16

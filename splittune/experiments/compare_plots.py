@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from splittune.figures import save_figure
-from splittune.network.clock import PHASES
+from splittune.network.timeline import PHASES
 from splittune.network.gantt import PHASE_NAMES
 
 MiB = 2**20

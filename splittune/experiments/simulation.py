@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from splittune.network.bandwidth import EqualAllocator, FixedShares
-from splittune.network.clock import PHASES, RoundDurations, RoundTimeline, simulate_round
+from splittune.network.clock import simulate_round
+from splittune.network.timeline import PHASES, RoundDurations, RoundTimeline
 from splittune.network.trace import RoundWork
 from splittune.planning.bandwidth import make_allocator
 from splittune.planning.config import PlanningConfig

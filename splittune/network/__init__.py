@@ -6,9 +6,10 @@ The torch-free core is re-exported here; `memory` and `flops` (which need torch)
 
 from splittune.network.bandwidth import BandwidthAllocator, BandwidthDemand, EqualAllocator
 from splittune.network.channel import Channel, ChannelConfig, ChannelState, PathLossConfig
-from splittune.network.clock import PHASES, Event, RoundDurations, RoundTimeline, simulate_round
+from splittune.network.clock import simulate_round
 from splittune.network.profiles import DeviceProfile, ServerProfile
 from splittune.network.scenario import FleetConfig, ScenarioConfig, ServerConfig, World
+from splittune.network.timeline import PHASES, Event, RoundDurations, RoundTimeline
 from splittune.network.trace import BYTE_KINDS, DeviceRoundWork, RoundWork, StepWork
 
 __all__ = [

@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from splittune.figures import save_figure
-from splittune.network.clock import PHASES, RoundTimeline
+from splittune.network.timeline import PHASES, RoundTimeline
 
 PHASE_NAMES = {
     "ED": "ED: model/adapter distribution",

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from splittune.network.bandwidth import BandwidthDemand
-from splittune.network.clock import RoundDurations
+from splittune.network.timeline import RoundDurations
 from splittune.network.flops import lora_flops
 from splittune.network.memory import analytical_device_bytes
 from splittune.network.scenario import World

@@ -30,7 +30,7 @@ def test_majority_accuracy_is_the_most_frequent_test_label():
 
 
 def test_every_phase_is_spelled_out():
-    from splittune.network.clock import PHASES
+    from splittune.network.timeline import PHASES
 
     assert set(PHASE_NAMES) == set(PHASES)
     assert all(len(name) > len(p) + 3 for p, name in PHASE_NAMES.items())

@@ -3,9 +3,10 @@ import pytest
 
 from splittune.network.bandwidth import BandwidthDemand
 from splittune.network.channel import db_to_linear
-from splittune.network.clock import PHASES, simulate_round
+from splittune.network.clock import simulate_round
 from splittune.network.gantt import plot_gantt
 from splittune.network.scenario import ScenarioConfig
+from splittune.network.timeline import PHASES
 from splittune.network.trace import DeviceRoundWork, RoundWork, StepWork
 
 STEP = StepWork(device_fwd_flops=3e11, up_bytes=400_000, server_flops=9e12, down_bytes=300_000, device_bwd_flops=6e11)
