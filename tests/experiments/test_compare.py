@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from splittune.cli import app
 from splittune.experiments import compare as cmp
+from splittune.experiments.compare_report import time_to
 from splittune.schemes import SCHEMES
 
 runner = CliRunner()
@@ -158,9 +159,9 @@ def test_variant_scheme_is_scheme_key_or_longest_prefix():
 
 def test_time_to_target_of_a_run_without_simulated_time():
     records = [{"round": 1, "accuracy": 0.2}, {"round": 2, "accuracy": 0.5}]  # central: no sim_time_s
-    assert cmp.time_to(records, 0.5) == (None, 2)
-    assert cmp.time_to([{**r, "sim_time_s": 3.0 * r["round"]} for r in records], 0.3) == (6.0, 2)
-    assert cmp.time_to(records, 0.9) == (None, None)
+    assert time_to(records, 0.5) == (None, 2)
+    assert time_to([{**r, "sim_time_s": 3.0 * r["round"]} for r in records], 0.3) == (6.0, 2)
+    assert time_to(records, 0.9) == (None, None)
 
 
 @pytest.mark.parametrize(
