@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import yaml
 
-IGNORE_INDEX = -100
+from splittune.models.labels import IGNORE_INDEX
+
 PROMPT_SEPARATOR = "\n"
 
 

@@ -22,6 +22,8 @@ from transformers import (
     ViTForImageClassification,
 )
 
+from splittune.models.labels import IGNORE_INDEX
+
 TINY_FAMILIES = ("bert", "gpt2", "llama", "qwen2", "gemma3", "vit")
 VOCAB = 96
 PAD_ID = VOCAB - 1  # never drawn by `tiny_batch`, so "rightmost non-pad" == "rightmost attended"
@@ -82,7 +84,7 @@ def tiny_batch(family: str, *, task: str = "classification", batch: int = 4, seq
     mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
     ids = ids.masked_fill(mask == 0, PAD_ID)
     if task == "causal_lm":
-        labels = ids.masked_fill(mask == 0, -100)
+        labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
     else:
         labels = torch.randint(0, num_labels, (batch,), generator=g)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from splittune.codec import Codec, CodecError
+from splittune.models.labels import IGNORE_INDEX
 from splittune.models.split import Activations, Stage
 from splittune.network.memory import optimizer_state_bytes
 from splittune.runtime.adapters import (
@@ -46,8 +47,6 @@ from splittune.runtime.messages import (
 from splittune.runtime.metering import ActivationMeter, FlopMeter, memory_breakdown, tensor_bytes
 from splittune.runtime.recut import BlockMoves, carry_state
 from splittune.runtime.server import AdapterServer, _digest_tensors, _guarded, _per_device
-
-IGNORE_INDEX = -100  # labels of tokens a causal LM does not score
 
 
 def max_positions(config) -> int | None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from splittune.models.labels import IGNORE_INDEX
 from splittune.models.lora import LoraSettings
 from splittune.network.memory import MemoryBreakdown
 from splittune.network.trace import BYTE_KINDS, RoundWork
@@ -174,9 +175,9 @@ def _causal_lm_sums(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[i
         part = {k: v[start:start + rows] for k, v in batch.items() if k != "labels"}
         target = batch["labels"][start:start + rows, 1:]
         logits = model(**part).logits[:, :-1].float()
-        scored = target != -100
+        scored = target != IGNORE_INDEX
         loss_sum += float(torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"))
+            logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"))
         correct += int(((logits.argmax(-1) == target) & scored).sum())
         n += int(scored.sum())
     return correct, loss_sum, n

@@ -6,13 +6,13 @@ import torch
 
 from splittune.data import DataConfig, load_data, tensorize_causal
 from splittune.data.causal import (
-    IGNORE_INDEX,
     CausalLMData,
     encode_dialogue,
     encode_text,
     held_out_prompts,
     split_by_group_key,
 )
+from splittune.models.labels import IGNORE_INDEX
 from splittune.models.load import _tokenizer, minilm_path
 
 
