@@ -185,12 +185,23 @@ def _resume_in_process(folder) -> None:
     assert result.exit_code == 0, result.output
 
 
+def _stop_fresh_run_in_round_3(folder, signum: int) -> None:
+    """Start `splittune run` into `folder` and stop it with `signum` while round 3 trains: Ctrl-C leaves an
+    interrupted folder after round 2, kill -9 the records of rounds 1-2 and no summary."""
+    proc = _splittune(*PROCESS, "--out", str(folder))
+    output = _signal_in_round(proc, folder, 3, signum)
+    if signum == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL and len(_records(folder)) == 2, "the kill missed round 3"
+        assert not (folder / "summary.json").exists()
+    else:
+        assert proc.returncode == 130, output[-2000:]
+        _assert_interrupted(folder, output, 2)
+
+
 def test_kill_9_in_round_3_then_ctrl_c_in_round_4_then_resume(tmp_path, whole_run):
     """The short version of the two below: both stops, one after the other, in one run."""
     folder = tmp_path / "run"
-    proc = _splittune(*PROCESS, "--out", str(folder))
-    _signal_in_round(proc, folder, 3, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL and len(_records(folder)) == 2, "the kill missed round 3"
+    _stop_fresh_run_in_round_3(folder, signal.SIGKILL)
     proc = _splittune("--resume", str(folder))
     output = _signal_in_round(proc, folder, 4, signal.SIGINT, fraction=0.0)
     assert proc.returncode == 130, output[-2000:]
@@ -200,22 +211,10 @@ def test_kill_9_in_round_3_then_ctrl_c_in_round_4_then_resume(tmp_path, whole_ru
 
 
 @pytest.mark.slow
-def test_sigint_mid_round_3_leaves_a_resumable_folder(tmp_path, whole_run):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_stopped_mid_round_3_resumes_to_the_same_run(tmp_path, whole_run, signum):
+    """Ctrl-C: from the folder the interrupted run left; kill -9: from the last checkpoint."""
     folder = tmp_path / "run"
-    proc = _splittune(*PROCESS, "--out", str(folder))
-    output = _signal_in_round(proc, folder, 3, signal.SIGINT)
-    assert proc.returncode == 130, output[-2000:]
-    _assert_interrupted(folder, output, 2)
-    _resume_in_process(folder)
-    _assert_same_run(whole_run, folder)
-
-
-@pytest.mark.slow
-def test_kill_9_mid_round_3_resumes_from_the_last_checkpoint(tmp_path, whole_run):
-    folder = tmp_path / "run"
-    proc = _splittune(*PROCESS, "--out", str(folder))
-    _signal_in_round(proc, folder, 3, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL and len(_records(folder)) == 2, "the kill missed round 3"
-    assert not (folder / "summary.json").exists()
+    _stop_fresh_run_in_round_3(folder, signum)
     _resume_in_process(folder)
     _assert_same_run(whole_run, folder)
