@@ -135,6 +135,43 @@ def test_server_killed_mid_round_3_of_5_and_resumed_gives_the_uninterrupted_run(
     _assert_same_run(_kill_server_mid_round_then_resume(tmp_path, devices=3, rounds=5, kill_round=3))
 
 
+@pytest.mark.slow  # `splittune run transport=grpc`, its device processes and `run --resume`'s new ones
+def test_run_transport_grpc_killed_mid_round_with_its_devices_is_resumed_by_run_resume(tmp_path):
+    """The whole process group (the server and its device children) killed, as in a machine crash:
+    `splittune run --resume` continues over gRPC with new device processes, which get their state: the
+    training is the uninterrupted run's bit for bit. Its traffic and clock are not quite: a new device
+    process fetches the frozen blocks itself in its first round, and that is counted (as for any
+    device process that joins late), so the resumed round's bytes and simulated times differ."""
+    cfg = load_config(None, [*TINY, "devices=2", "train.rounds=3"])
+    run(cfg, out=tmp_path / "whole", console=Console(quiet=True))
+    config, folder, mark = tmp_path / "config.yaml", tmp_path / "run", tmp_path / "mid-round"
+    config.write_text(dump_config(cfg))
+    env = {**os.environ, "MARK": str(mark), "MARK_ROUND": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_WITH_MARK, "run", str(config), "transport=grpc", "--out",
+                             str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    try:
+        _wait_for(mark, proc, 240)
+        assert len(_records(folder)) == 1
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        resumed = subprocess.run([sys.executable, "-m", "splittune.cli", "run", "--resume", str(folder)],
+                                 capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout[-3000:]
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    got, want = _records(folder), _records(tmp_path / "whole")
+    assert (folder / ADAPTER).read_bytes() == (tmp_path / "whole" / ADAPTER).read_bytes()
+    traffic = {"bytes_up", "bytes_down", "bytes_by_kind", "bytes_per_device", "energy_j", "phase_s", "round_sim_s",
+               "oracle_round_sim_s", "sim_time_s"}
+    assert [{k: v for k, v in r.items() if k not in traffic} for r in got] == \
+           [{k: v for k, v in r.items() if k not in traffic} for r in want]
+    assert got[0] == want[0] and want[1]["bytes_by_kind"]["model_down"] == 0 < got[1]["bytes_by_kind"]["model_down"]
+
+
 def test_serve_resume_refuses_what_it_cannot_continue(tmp_path):
     from typer.testing import CliRunner
 
