@@ -5,7 +5,8 @@ from torch import nn
 
 from splittune.models.lora import LoraSettings
 from splittune.models.tiny import tiny_batch, tiny_model
-from splittune.runtime.adapters import GLOBAL
+from splittune.runtime.adapters import GLOBAL, copy_slots, device_adapter
+from splittune.runtime.messages import Message, MessageKind, decode
 from splittune.schemes import Setup
 from splittune.schemes.config import CodecPair, TrainConfig
 
@@ -31,6 +32,45 @@ def make_setup(family="bert", devices=1, codec=None, optimizer="sgd", steps=1, s
         train=TrainConfig(local_steps=steps, batch_size=4, optimizer=optimizer, lr=lr, max_grad_norm=None),
         lora=LoraSettings(rank=4), cut=2, codec=codec or CodecPair(), seed=seed, **setup_kw,
     )
+
+
+def spy_uploads(scheme) -> list[Message]:
+    """The adapter uploads the scheme's devices send from now on, decoded, in the order they are sent."""
+    uploads = []
+    inner = scheme.transport.call
+
+    def spy(method, request):
+        if method == "upload_adapter":
+            uploads.append(decode(request, expect=MessageKind.ADAPTER))
+        return inner(method, request)
+
+    scheme.transport.call = spy
+    for d in scheme.devices:
+        d.transport = scheme.transport
+    return uploads
+
+
+def call_before_aggregate(server, hook) -> None:
+    """Run `hook()` each time `server` aggregates, just before it does (to see what it is about to average)."""
+    original = server.aggregate
+
+    def aggregate(devices=None):
+        hook()
+        return original(devices)
+
+    server.aggregate = aggregate
+
+
+def server_side_at_aggregate(scheme) -> dict[int, dict[str, torch.Tensor]]:
+    """Each device's server-side adapter as it stands when the server aggregates, refreshed every round."""
+    server_side = {}
+
+    def snapshot():
+        for n in range(len(scheme.devices)):
+            server_side[n] = copy_slots(scheme.server.slots[device_adapter(n)])
+
+    call_before_aggregate(scheme.server, snapshot)
+    return server_side
 
 
 def global_state(scheme) -> dict[str, torch.Tensor]:

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from splittune.codec import CodecConfig
-from splittune.runtime.adapters import GLOBAL, adapter_slots, copy_slots, device_adapter
-from splittune.runtime.messages import MessageKind, decode, decode_state_dict
+from splittune.runtime.adapters import GLOBAL, adapter_slots, copy_slots
+from splittune.runtime.messages import decode_state_dict
 from splittune.runtime.transport import InProcessTransport, MeteredTransport
 from splittune.schemes import FL, GSFL, SFL, SFT, SL, Hierarchical
 from splittune.schemes.config import CodecPair
-from scheme_setups import make_setup
+from scheme_setups import make_setup, server_side_at_aggregate, spy_uploads
 
 CODEC = CodecPair(up=CodecConfig(kind="topk+sq+ans", rho=0.2, levels=16))
 
@@ -65,32 +65,13 @@ def _fedavg_by_hand(states, weights):
 @pytest.mark.parametrize("scheme_cls", [SFT, FL])
 def test_global_adapter_is_the_data_weighted_fedavg_of_the_devices_updates(scheme_cls):
     sizes = [4, 12, 20]  # unequal on purpose: equal sizes would hide wrong weights
-    scheme, meter = _metered(scheme_cls, devices=3, steps=2, sizes=sizes)
-    uploads = []
-    inner_call = meter.call
-
-    def spy(method, request):
-        if method == "upload_adapter":
-            msg = decode(request, expect=MessageKind.ADAPTER)
-            uploads.append((msg.meta["num_samples"], decode_state_dict(msg.section("state"))))
-        return inner_call(method, request)
-
-    scheme.transport.call = spy
-    for d in scheme.devices:
-        d.transport = scheme.transport
+    scheme, _ = _metered(scheme_cls, devices=3, steps=2, sizes=sizes)
+    messages = spy_uploads(scheme)
+    server_side = server_side_at_aggregate(scheme) if scheme_cls is SFT else {}
     for t in range(3):
-        uploads.clear()
-        server_side = {}
-        if scheme_cls is SFT:
-            original = scheme.server.aggregate
-
-            def snapshot(devices=None):
-                for n in range(3):
-                    server_side[n] = copy_slots(scheme.server.slots[device_adapter(n)])
-                return original(devices)
-
-            scheme.server.aggregate = snapshot
+        messages.clear()
         scheme.run_round(t)
+        uploads = [(m.meta["num_samples"], decode_state_dict(m.section("state"))) for m in messages]
         assert [w for w, _ in uploads] == sizes
         expected = _fedavg_by_hand([s for _, s in uploads], sizes)
         uniform = _fedavg_by_hand([s for _, s in uploads], [1, 1, 1])
@@ -103,7 +84,6 @@ def test_global_adapter_is_the_data_weighted_fedavg_of_the_devices_updates(schem
             got_server = copy_slots(adapter_slots(scheme.server.stage, GLOBAL))
             for k in expected_server:
                 torch.testing.assert_close(got_server[k], expected_server[k], atol=1e-6, rtol=1e-5)
-            scheme.server.aggregate = original
 
 
 def test_a_rejected_message_is_counted_in_the_round_result_and_changes_nothing():

@@ -7,7 +7,7 @@ from splittune.network.clock import simulate_round
 from splittune.network.scenario import ScenarioConfig
 from splittune.runtime.adapters import GLOBAL, adapter_slots, copy_slots, group_adapter
 from splittune.schemes import GSFL, SFL, SL
-from scheme_setups import global_state, make_setup
+from scheme_setups import call_before_aggregate, global_state, make_setup
 
 
 def _run(scheme_cls, rounds=2, **kw):
@@ -37,15 +37,9 @@ def test_groups_relay_inside_and_are_averaged_across_by_their_data():
     sizes = [8, 12, 16, 12]  # the groups hold 20 and 28 examples: unequal, so wrong weights show
     scheme = GSFL(make_setup(devices=4, steps=2, sizes=sizes, groups=2))
     server = scheme.server
-    ends = {}
-    original = server.aggregate
-
-    def snapshot(devices=None):  # each group's last device-side upload and its server-side adapter, before FedAvg
-        for g in range(2):
-            ends[g] = (copy_slots(server.relay_slots[g]), copy_slots(server.slots[group_adapter(g)]))
-        return original(devices)
-
-    server.aggregate = snapshot
+    ends = {}  # each group's last device-side upload and its server-side adapter, before FedAvg
+    call_before_aggregate(server, lambda: ends.update(
+        {g: (copy_slots(server.relay_slots[g]), copy_slots(server.slots[group_adapter(g)])) for g in range(2)}))
     result = scheme.run_round(0)
     assert result.work.schedule == "grouped" and result.work.server == "per_group"
     assert result.work.groups == [[0, 1], [2, 3]]

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from splittune.runtime.adapters import GLOBAL, adapter_slots, copy_slots, device_adapter, layerwise_fedavg
-from splittune.runtime.messages import MessageKind, decode, decode_state_dict
+from splittune.runtime.adapters import GLOBAL, adapter_slots, copy_slots, layerwise_fedavg
+from splittune.runtime.messages import decode_state_dict
 from splittune.schemes import SFT, Hetero
-from scheme_setups import global_state, make_setup
+from scheme_setups import global_state, make_setup, server_side_at_aggregate, spy_uploads
 
 
 def test_hetero_with_every_cut_equal_is_sft_bit_for_bit():
@@ -41,27 +41,9 @@ def test_each_block_is_averaged_over_both_sides_by_data_size():
     its global LoRA must be the size-weighted mean of those three, whichever side trained it."""
     sizes, cuts = [4, 12, 20], [1, 3, 2]
     scheme = Hetero(make_setup(devices=3, steps=2, sizes=sizes, cuts=cuts))
-    uploads, server_side = {}, {}
-    inner = scheme.transport.call
-
-    def spy(method, request):
-        if method == "upload_adapter":
-            msg = decode(request, expect=MessageKind.ADAPTER)
-            uploads[msg.device] = decode_state_dict(msg.section("state"))
-        return inner(method, request)
-
-    scheme.transport.call = spy
-    for d in scheme.devices:
-        d.transport = scheme.transport
-    original = scheme.server.aggregate
-
-    def snapshot(devices=None):
-        for n in range(3):
-            server_side[n] = copy_slots(scheme.server.slots[device_adapter(n)])
-        return original(devices)
-
-    scheme.server.aggregate = snapshot
+    messages, server_side = spy_uploads(scheme), server_side_at_aggregate(scheme)
     scheme.run_round(0)
+    uploads = {m.device: decode_state_dict(m.section("state")) for m in messages}
     block1 = [k for k in uploads[1] if ".layer.1." in k]
     assert block1 and all(k not in uploads[0] and k in server_side[0] for k in block1)
     assert all(k in uploads[2] and k not in server_side[2] for k in block1)
