@@ -85,23 +85,38 @@ def test_client_and_server_may_chunk_differently(server):
         assert t.call("echo", message) == message
 
 
-def test_an_oversized_declaration_is_rejected_before_anything_is_assembled(server):
-    """The client's stream declares 40 MiB but sends only its first chunk, then waits: the server must
-    answer from the header alone, before the rest arrives (here: it never does)."""
-    head = _REQUEST_HEAD.pack(REQUEST_MAGIC, 40 * 2**20, 4) + b"echo"
+def _head(declared: int) -> bytes:
+    """A request header declaring `declared` bytes for method "echo"."""
+    return _REQUEST_HEAD.pack(REQUEST_MAGIC, declared, 4) + b"echo"
+
+
+def _raw_call(channel):
+    return channel.stream_stream(FULL_METHOD, request_serializer=None, response_deserializer=None)
+
+
+def _first_chunk_then_hold(server, declared: int, first: bytes, timeout_s: float) -> grpc.RpcError:
+    """Open a stream declaring `declared` bytes, send the header with `first` and then nothing while holding
+    the stream open (up to 10 s); the error the call ends with."""
     release = threading.Event()
 
     def frames():
-        yield head + b"x" * 100
-        release.wait(10)  # hold the stream open: a server that waited for the rest would time out
+        yield _head(declared) + first
+        release.wait(10)
 
     with grpc.insecure_channel(server.address) as channel:
-        call = channel.stream_stream(FULL_METHOD, request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.RpcError) as info:
-            next(call(frames(), timeout=5))
+            next(_raw_call(channel)(frames(), timeout=timeout_s))
         release.set()
-    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "over the server's limit of 33554432 bytes" in info.value.details()
+    return info.value
+
+
+def test_an_oversized_declaration_is_rejected_before_anything_is_assembled(server):
+    """The client's stream declares 40 MiB but sends only its first chunk, then waits: the server must
+    answer from the header alone, before the rest arrives (here: it never does; a server that waited
+    for it would time out)."""
+    error = _first_chunk_then_hold(server, 40 * 2**20, b"x" * 100, timeout_s=5)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "over the server's limit of 33554432 bytes" in error.details()
     assert server.seen == [] and server.rejected == {"oversize": 1}
 
 
@@ -114,11 +129,10 @@ def test_an_oversized_message_raises_message_error_at_the_client(server, transpo
 
 def test_a_stream_carrying_more_or_less_than_it_declared_is_rejected(server):
     with grpc.insecure_channel(server.address) as channel:
-        call = channel.stream_stream(FULL_METHOD, request_serializer=None, response_deserializer=None)
+        call = _raw_call(channel)
         for declared, frames in [(10, [b"a" * 5, b"b" * 6]), (10, [b"a" * 5]), (0, [b"", b"x"])]:
-            head = _REQUEST_HEAD.pack(REQUEST_MAGIC, declared, 4) + b"echo"
             with pytest.raises(grpc.RpcError) as info:
-                list(call(iter([head + frames[0], *frames[1:]]), timeout=5))
+                list(call(iter([_head(declared) + frames[0], *frames[1:]]), timeout=5))
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert f"declared {declared} bytes" in info.value.details()
         for garbage in [b"", b"nonsense", b"STQ1" + bytes(10)]:
@@ -130,19 +144,8 @@ def test_a_stream_carrying_more_or_less_than_it_declared_is_rejected(server):
 
 
 def test_a_client_that_gives_up_mid_stream_leaves_the_server_serving(server, transport, caplog):
-    head = _REQUEST_HEAD.pack(REQUEST_MAGIC, 10 * CHUNK, 4) + b"echo"
-    release = threading.Event()
-
-    def frames():
-        yield head + b"x" * CHUNK
-        release.wait(10)  # the rest never comes: the deadline ends the stream
-
-    with grpc.insecure_channel(server.address) as channel:
-        call = channel.stream_stream(FULL_METHOD, request_serializer=None, response_deserializer=None)
-        with pytest.raises(grpc.RpcError) as info:
-            next(call(frames(), timeout=0.5))
-        release.set()
-    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    error = _first_chunk_then_hold(server, 10 * CHUNK, b"x" * CHUNK, timeout_s=0.5)  # the deadline ends it
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert transport.call("echo", b"next") == b"next"
     assert server.seen == [4]
     assert set(server.rejected) <= {"cancelled"}  # counted once the server notices (it may not have yet)
