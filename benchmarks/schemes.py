@@ -28,22 +28,18 @@ average before and after the timed rounds is printed too.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
+from round_bench import add_round_arguments, build_scheme, interleaved, start_bench, task_overrides
 from splittune.experiments.config import load_config
 from splittune.experiments.doc_blocks import BENCHMARKS_PAGE, printed_into
-from splittune.experiments.run import build_setup
 from splittune.runtime.metering import ShapeCachedMeter
-from splittune.schemes import SCHEMES
 
 COMPRESSION = ["codec.up=topk+sq+ans", "codec.up.rho=0.2", "codec.up.levels=16"]
 VARIANTS = {  # label -> (scheme, extra overrides)
@@ -95,14 +91,7 @@ class Bench:
 
 def build(label: str, args) -> Bench:
     name, extra = VARIANTS[label]
-    overrides = [f"scheme={name}", f"devices={args.devices}", f"train.local_epochs={args.local_epochs}",
-                 f"train.rounds={args.warmup + args.rounds}", *extra]
-    if args.model:
-        overrides.append(f"model.name={args.model}")
-    cfg = load_config(None, overrides)
-    torch.manual_seed(cfg.seed)
-    setup, _ = build_setup(cfg)
-    bench = Bench(label, SCHEMES[name](setup))
+    bench = Bench(label, build_scheme(task_overrides(name, args, f"train.local_epochs={args.local_epochs}", *extra))[1])
     if hasattr(bench.scheme, "devices"):
         for d in bench.scheme.devices:
             d.batches = counted(d.batches, bench.counter)
@@ -113,16 +102,10 @@ def build(label: str, args) -> Bench:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=2, help="timed rounds per scheme")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (round 0 sends the model)")
+    add_round_arguments(parser, rounds=2, per="scheme")
     parser.add_argument("--local-epochs", type=float, default=0.25, help="train.local_epochs (default run: 0.5)")
-    parser.add_argument("--model", default=None, help="model.name (default: the default task's, minilm)")
-    parser.add_argument("--devices", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="torch threads (default: the CPUs this process may use)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    console = Console(width=None if sys.stdout.isatty() else 130)
+    console = start_bench(args)
 
     benches = []
     for label in VARIANTS:
@@ -130,22 +113,19 @@ def main() -> None:
             benches.append(build(label, args))
     load_before = os.getloadavg()
     start = time.perf_counter()
-    for t in range(args.warmup + args.rounds):
+    for t, b in interleaved(benches, args.warmup + args.rounds):
         timed = t >= args.warmup
-        k = t % len(benches)
-        for b in benches[k:] + benches[:k]:
-            gc.collect()
-            before = (b.counter.examples, b.counter.tokens, shapes_measured(b.scheme))
-            with console.status(f"round {t} {'timed' if timed else 'warm-up'}: {b.label}"):
-                t0, c0 = time.perf_counter(), time.process_time()
-                b.scheme.run_round(t)
-                elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-            if timed:
-                b.times.append(elapsed)
-                b.cpu.append(cpu)
-                b.examples.append(b.counter.examples - before[0])
-                b.tokens.append(b.counter.tokens - before[1])
-                b.new_shapes += shapes_measured(b.scheme) - before[2]
+        before = (b.counter.examples, b.counter.tokens, shapes_measured(b.scheme))
+        with console.status(f"round {t} {'timed' if timed else 'warm-up'}: {b.label}"):
+            t0, c0 = time.perf_counter(), time.process_time()
+            b.scheme.run_round(t)
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if timed:
+            b.times.append(elapsed)
+            b.cpu.append(cpu)
+            b.examples.append(b.counter.examples - before[0])
+            b.tokens.append(b.counter.tokens - before[1])
+            b.new_shapes += shapes_measured(b.scheme) - before[2]
     total = time.perf_counter() - start
     load_after = os.getloadavg()
 

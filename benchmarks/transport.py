@@ -26,10 +26,8 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,15 +36,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from round_bench import add_round_arguments, build_scheme, interleaved, start_bench, task_overrides
 from splittune.experiments.config import load_config
 from splittune.experiments.checkpointing import CHECKPOINT, load_run, save_run
 from splittune.experiments.doc_blocks import BENCHMARKS_PAGE, printed_into
-from splittune.experiments.run import build_setup, run
+from splittune.experiments.run import run
 from splittune.experiments.simulation import RoundSimulator
 from splittune.runtime.checkpoint import restore_rng
 from splittune.runtime.auth import DeviceAuth
 from splittune.runtime.grpc_transport import GrpcServer, GrpcTransport
-from splittune.schemes import SCHEMES
 
 
 def tls_material():
@@ -59,14 +57,7 @@ def build(label: str, args, tls_pki, closers: list):
     """`sft` on the task; over gRPC, every device has its own authenticated channel to a `GrpcServer` in
     this process (as in a deployment: one HMAC per call), and the broadcasts stay local calls (as the
     deployed server makes them)."""
-    overrides = ["scheme=sft", f"devices={args.devices}", f"train.local_steps={args.local_steps}",
-                 f"train.rounds={args.warmup + args.rounds}"]
-    if args.model:
-        overrides.append(f"model.name={args.model}")
-    cfg = load_config(None, overrides)
-    torch.manual_seed(cfg.seed)
-    setup, _ = build_setup(cfg)
-    scheme = SCHEMES["sft"](setup)
+    cfg, scheme = build_scheme(task_overrides("sft", args, f"train.local_steps={args.local_steps}"))
     if label != "in-process":
         tls = label.endswith("TLS")
         secrets = {d.index: f"benchmark-secret-of-device-{d.index}".encode() for d in scheme.devices}
@@ -99,8 +90,8 @@ def throughput(mib: int) -> tuple[float, float]:
 
 def resume_time(args) -> Table:
     """The parts of a resume, timed (module docstring, 3)."""
-    overrides = ["scheme=sft", f"devices={args.devices}", f"train.local_steps={args.local_steps}", "train.rounds=2"]
-    cfg = load_config(None, overrides + ([f"model.name={args.model}"] if args.model else []))
+    overrides = [*task_overrides("sft", args, f"train.local_steps={args.local_steps}"), "train.rounds=2"]
+    cfg = load_config(None, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "run"
         # one of two rounds, then a stop: the state a resume starts from
@@ -110,9 +101,7 @@ def resume_time(args) -> Table:
         t0 = time.perf_counter()
         snap = load_run(folder)
         t1 = time.perf_counter()
-        torch.manual_seed(cfg.seed)
-        setup, _ = build_setup(cfg)
-        scheme = SCHEMES[cfg.scheme](setup)
+        _, scheme = build_scheme(overrides)
         simulator = RoundSimulator.from_config(cfg)
         t2 = time.perf_counter()
         scheme.restore(snap.part("scheme"))
@@ -134,17 +123,11 @@ def resume_time(args) -> Table:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (round 0 sends the model)")
+    add_round_arguments(parser, rounds=3, per="variant")
     parser.add_argument("--local-steps", type=int, default=3, help="train.local_steps per device per round")
-    parser.add_argument("--model", default=None, help="model.name (default: the default task's, minilm)")
-    parser.add_argument("--devices", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="torch threads (default: the CPUs this process may use)")
     parser.add_argument("--mib", type=int, default=64, help="size of the throughput message in MiB")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    console = Console(width=None if sys.stdout.isatty() else 130)
+    console = start_bench(args)
 
     pki = tls_material()
     labels = ["in-process", "gRPC"] + (["gRPC + TLS"] if pki else [])
@@ -158,18 +141,15 @@ def main() -> None:
         steps = {label: 0 for label in labels}
         losses = {label: [] for label in labels}
         load_before = os.getloadavg()
-        for t in range(args.warmup + args.rounds):
-            k = t % len(labels)
-            for label in labels[k:] + labels[:k]:
-                gc.collect()
-                with console.status(f"round {t}: {label}"):
-                    t0 = time.perf_counter()
-                    result = schemes[label].run_round(t)
-                    elapsed = time.perf_counter() - t0
-                losses[label].append(result.loss)
-                if t >= args.warmup:
-                    times[label].append(elapsed)
-                    steps[label] += sum(len(d.steps) for d in result.work.devices)
+        for t, label in interleaved(labels, args.warmup + args.rounds):
+            with console.status(f"round {t}: {label}"):
+                t0 = time.perf_counter()
+                result = schemes[label].run_round(t)
+                elapsed = time.perf_counter() - t0
+            losses[label].append(result.loss)
+            if t >= args.warmup:
+                times[label].append(elapsed)
+                steps[label] += sum(len(d.steps) for d in result.work.devices)
         load_after = os.getloadavg()
     finally:
         for close in closers:
