@@ -7,7 +7,9 @@ kinds, zstd bombs). GRPC_SHARE of the messages go through a `GrpcTransport` (chu
 checks, method check) to one of two `GrpcServer`s on the same handlers: half to one that checks
 credentials (the request signed with the secret of the device its header names, device 0's when it
 names none, so a rewritten header is refused before any handler), half to one without
-authentication; the others through an `InProcessTransport` to the same handlers. Required: no crash
+authentication, a quarter of these as raw streams whose framing is mutated too (declared total,
+magic, method name and its length, where the chunks break: `_frames`); the others through an
+`InProcessTransport` to the same handlers. Required: no crash
 (only rejections; over gRPC an INTERNAL answer is a crash), no hang (every call answers within the
 deadline), a rejected request leaves the random generator as it was, and after every example the
 server is in the state of a twin that was sent only the requests it accepted, directly (same state
@@ -31,6 +33,7 @@ import os
 import random
 import time
 
+import grpc
 import pytest
 import torch
 from fuzz_targets import ServerHarness, mutate
@@ -38,7 +41,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from splittune.runtime.auth import DeviceAuth
-from splittune.runtime.grpc_transport import GrpcServer, GrpcTransport, TransportError
+from splittune.runtime.grpc_transport import (
+    _REPLY_HEAD,
+    _REQUEST_HEAD,
+    FULL_METHOD,
+    MAX_METHOD_NAME,
+    REQUEST_MAGIC,
+    GrpcServer,
+    GrpcTransport,
+    TransportError,
+)
 from splittune.runtime.messages import MessageError, sender
 from splittune.runtime.transport import InProcessTransport
 
@@ -47,6 +59,8 @@ SLOW_MESSAGES = 50_000
 PER_EXAMPLE = 20  # mutants of one request per hypothesis example
 AS_IS = 0.3  # the share of examples whose request is also sent unmutated (it moves the server on)
 GRPC_SHARE = 0.1  # the share of messages sent over gRPC
+FRAMING_SHARE = 0.25  # of those, sent as a raw stream whose framing is mutated too
+STREAM_REJECTIONS = {"bad_header", "length_mismatch", "oversize", "unknown_method"}
 DEADLINE_S = float(os.environ.get("SPLITTUNE_FUZZ_DEADLINE", "1.0")) * 5  # a round trip on top of the handler
 SECRETS = {0: b"fuzzing-secret-of-device-0", 1: b"fuzzing-secret-of-device-1"}
 TWIN = {"train_step": "train_step", "upload_adapter": "receive_adapter", "download_model": "send_model",
@@ -76,23 +90,53 @@ def _quiet_rejections():
         lg.setLevel(level)
 
 
+def _frames(method: str, data: bytes, r: random.Random, limit: int) -> list[bytes]:
+    """The request stream of `data` with its framing mutated: the declared total, the magic, the method
+    name and its length, or only where the chunks break (which must change nothing)."""
+    name, total = method.encode(), len(data)
+    op = r.randrange(6)
+    if op == 0:
+        total = r.choice([0, max(0, total - 1), total + 1, limit + 1, 2**64 - 1])
+    elif op == 1:
+        name = r.choice([b"", b"x" * (MAX_METHOD_NAME + 1), name[:-1], name + b"\xff", b"\xff\xfe"])
+    head = _REQUEST_HEAD.pack(REQUEST_MAGIC if op != 2 else b"STQ2", total, len(name) if op != 3 else 2**16 - 1)
+    stream = head + name + data
+    cuts = sorted(r.sample(range(len(head) + len(name), len(stream) + 1), min(3, len(data) + 1)))
+    frames = [stream[i:j] for i, j in zip([0, *cuts], [*cuts, len(stream)])]
+    if op == 4:  # an empty stream, or only part of the header
+        frames = r.choice([[], [head[: r.randrange(len(head))]]])
+    return frames
+
+
+def _raw_call(call, frames: list[bytes]) -> bytes:
+    """What a raw stream's reply frames carry (past the reply header); raises grpc.RpcError."""
+    reply = b"".join(call(iter(frames), timeout=DEADLINE_S))
+    return reply[_REPLY_HEAD.size:]
+
+
 def _fuzz(messages: int) -> dict:
     fuzzed, twin = _twins()
     a, b = fuzzed.server, twin.server
     methods = [("train_step", fuzzed.activations), ("upload_adapter", fuzzed.upload),
                ("download_model", fuzzed.request), ("download_adapter", fuzzed.request)]
     weights = [6, 3, 1, 1]
-    seen = {"n": 0, "mutated": 0, "grpc": 0, "accepted": 0, "rejected": 0, "unauthenticated": 0, "slowest": 0.0}
+    seen = {"n": 0, "mutated": 0, "grpc": 0, "framing": 0, "accepted": 0, "rejected": 0, "unauthenticated": 0, "slowest": 0.0}
     server = GrpcServer(a.handlers(), authenticate=DeviceAuth(SECRETS), max_message_bytes=a.max_message_bytes).start()
     open_server = GrpcServer(a.handlers(), max_message_bytes=a.max_message_bytes).start()
     clients = {n: GrpcTransport(server.address, timeout_s=DEADLINE_S, retries=0, credentials=(n, s))
                for n, s in SECRETS.items()}
     clients["open"] = GrpcTransport(open_server.address, timeout_s=DEADLINE_S, retries=0)
     in_process = InProcessTransport(a.handlers())
+    channel = grpc.insecure_channel(open_server.address)
+    raw = channel.stream_stream(FULL_METHOD, request_serializer=None, response_deserializer=None)
 
     def send(method: str, data: bytes, r: random.Random, seed: int) -> None:
-        client = in_process
-        if r.random() < GRPC_SHARE:
+        client, frames = in_process, None
+        if r.random() < GRPC_SHARE * FRAMING_SHARE:
+            frames = _frames(method, data, r, a.max_message_bytes)
+            seen["grpc"] += 1
+            seen["framing"] += 1
+        elif r.random() < GRPC_SHARE:
             try:
                 named = sender(data)
             except MessageError:
@@ -102,7 +146,15 @@ def _fuzz(messages: int) -> dict:
         rng = torch.default_generator.get_state()  # the twin shares this process's generator: checked here
         t0 = time.perf_counter()
         try:
-            client.call(method, data)
+            if frames is None:
+                client.call(method, data)
+            else:
+                try:
+                    _raw_call(raw, frames)
+                except grpc.RpcError as e:  # a refused stream, or the handler's rejection of its message
+                    assert e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                        grpc.StatusCode.UNIMPLEMENTED), f"seed {seed}: {e.code()} {e.details()}"
+                    raise MessageError(e.details()) from None
             accepted = True
         except MessageError:  # a CodecError in-process; over gRPC every rejection arrives as one
             accepted = False
@@ -148,13 +200,15 @@ def _fuzz(messages: int) -> dict:
     finally:
         for c in clients.values():
             c.close()
+        channel.close()
         server.stop()
         open_server.stop()
     seen["seconds"] = time.perf_counter() - t_start
     assert seen["mutated"] >= messages and 0 < seen["accepted"] and seen["rejected"] > 0
     assert seen["unauthenticated"] > 0 and seen["grpc"] >= GRPC_SHARE * messages / 2
     assert server.rejected.keys() <= {"unauthenticated", "wrong_device", "bad_mac"}, server.rejected
-    assert open_server.rejected == {}  # every input reached the handlers (no stream-level refusal)
+    # a well-framed message reached the handlers whatever it held; only mutated framing is refused before
+    assert open_server.rejected.keys() <= STREAM_REJECTIONS and sum(open_server.rejected.values()) > 0
     assert a.state_digest() == b.state_digest()
     for k in range(5):  # the same next requests get the same answers (a gradient, or the same refusal)
         torch.manual_seed(k)
