@@ -36,7 +36,8 @@ import time
 import grpc
 import pytest
 import torch
-from fuzz_targets import ServerHarness, mutate
+from mutations import mutate
+from server_harness import ServerHarness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
