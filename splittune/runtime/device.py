@@ -118,6 +118,14 @@ class DeviceWorker:
         work.control_up_bytes += len(raw)
         return reply
 
+    def _send(self, method: str, msg: Message, work: DeviceRoundWork) -> int:
+        """Send a payload the server acknowledges (the acknowledgement is control traffic); its size."""
+        request = msg.encode()
+        reply = self.transport.call(method, request)
+        decode(reply, expect=MessageKind.ACK)
+        work.control_down_bytes += len(reply)
+        return len(request)
+
     def fetch_model(self, work: DeviceRoundWork) -> None:
         """Download the frozen blocks of this device's stage (unicast distribution)."""
         reply = self._call("download_model", Message(MessageKind.ACK, device=self.index), work)
@@ -162,11 +170,7 @@ class DeviceWorker:
         if frozen:
             msg.sections["frozen"] = encode_state_dict(frozen_state(moved, self.all_adapters))
         msg.sections["optimizer"] = export_state(self.optimizer, adapter_slots(moved, self.adapter))
-        request = msg.encode()
-        reply = self.transport.call("upload_blocks", request)
-        decode(reply, expect=MessageKind.ACK)
-        work.recut_up_bytes += len(request)
-        work.control_down_bytes += len(reply)
+        work.recut_up_bytes += self._send("upload_blocks", msg, work)
 
     def fetch_adapter(self, work: DeviceRoundWork) -> None:
         """Download the device-side adapter sent to this device alone (a relay, or unicast)."""
@@ -186,11 +190,7 @@ class DeviceWorker:
         msg = Message(MessageKind.ADAPTER, device=self.index, meta={"num_samples": self.num_samples,
                                                                        "round": self.round})
         msg.sections["state"] = encode_state_dict(copy_slots(self.slots))
-        request = msg.encode()
-        reply = self.transport.call("upload_adapter", request)
-        decode(reply, expect=MessageKind.ACK)
-        work.adapter_up_bytes += len(request)
-        work.control_down_bytes += len(reply)
+        work.adapter_up_bytes += self._send("upload_adapter", msg, work)
 
     def run_turn(self, turn: Turn) -> TurnReport:
         """This device's part of a round: fetch what the turn says, train its steps, upload the adapter.
