@@ -34,12 +34,10 @@ from splittune.runtime.messages import (
     MessageError,
     MessageKind,
     decode,
-    decode_state_dict,
-    encode_state_dict,
-    state_spec,
 )
 from splittune.runtime.metering import ActivationMeter, FlopMeter, PeakMemory, memory_breakdown, tensor_bytes
 from splittune.runtime.recut import carry_state, export_state, load_frozen, read_frozen, read_state
+from splittune.runtime.state_dicts import decode_state_dict, encode_state_dict, state_spec
 from splittune.runtime.transport import Transport
 from splittune.runtime.turns import Turn, TurnReport
 

@@ -36,10 +36,11 @@ from splittune.runtime.adapters import copy_slots, device_adapter, frozen_state,
 from splittune.runtime.batches import derive_seed
 from splittune.runtime.checkpoint import Snapshot
 from splittune.runtime.device import exchange
-from splittune.runtime.messages import Message, MessageKind, decode, decode_state_dict, encode_state_dict, state_spec
+from splittune.runtime.messages import Message, MessageKind, decode
 from splittune.runtime.metering import FlopMeter
 from splittune.runtime.server import BASE_STATION, AdapterServer, _guarded
 from splittune.runtime.split_server import SplitServer
+from splittune.runtime.state_dicts import decode_state_dict, encode_state_dict, state_spec
 from splittune.runtime.transport import Routed, Transport
 
 

@@ -21,7 +21,7 @@ from splittune.models.lora import LoraSettings, peft_config
 from splittune.models.split import Activations, split_model
 from splittune.network.flops import count_flops
 from splittune.runtime.adapters import adapter_slots, copy_slots
-from splittune.runtime.messages import encode_state_dict
+from splittune.runtime.state_dicts import encode_state_dict
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,9 @@ from splittune.runtime.messages import (
     MessageError,
     MessageKind,
     decode,
-    decode_state_dict,
-    encode_state_dict,
-    state_spec,
 )
 from splittune.runtime.server import BASE_STATION, _guarded
+from splittune.runtime.state_dicts import decode_state_dict, encode_state_dict, state_spec
 
 # the per-parameter state each optimizer keeps, by class name: what a moved slot's state may hold
 STATE_KEYS = {"SGD": ("momentum_buffer",), "AdamW": ("step", "exp_avg", "exp_avg_sq")}

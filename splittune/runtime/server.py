@@ -43,12 +43,10 @@ from splittune.runtime.messages import (
     MessageError,
     MessageKind,
     decode,
-    decode_state_dict,
-    encode_state_dict,
-    state_spec,
 )
 from splittune.runtime.metering import PeakMemory, tensor_bytes
 from splittune.runtime.replay import ReplayCache
+from splittune.runtime.state_dicts import decode_state_dict, encode_state_dict, state_spec
 
 BASE_STATION = -1  # the sender named in a request for a broadcast: the base station itself
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 
 from splittune.runtime.checkpoint import Snapshot
-from splittune.runtime.messages import Message, MessageError, decode_state_dict, encode_state_dict, parse_json
+from splittune.runtime.messages import Message, MessageError, parse_json
+from splittune.runtime.state_dicts import decode_state_dict, encode_state_dict
 
 TENSORS, META = "state.tensors", "state.meta"
 SECTIONS = frozenset({TENSORS, META})

@@ -17,10 +17,8 @@ from splittune.runtime.messages import (
     MessageError,
     MessageKind,
     decode,
-    decode_state_dict,
-    encode_state_dict,
-    state_spec,
 )
+from splittune.runtime.state_dicts import decode_state_dict, encode_state_dict, state_spec
 
 ALLOWED = (MessageError, CodecError)
 

@@ -13,7 +13,8 @@ import torch
 from decoder_targets import CODEC_CONFIGS, Target
 from mutations import Raw, build_message, parse_message
 from splittune.codec import CodecConfig, CodecError, build_codec
-from splittune.runtime.messages import Message, MessageKind, encode_state_dict
+from splittune.runtime.messages import Message, MessageKind
+from splittune.runtime.state_dicts import encode_state_dict
 
 
 def make_scheme(family: str = "bert", task: str = "classification", up: str = "topk+sq+zstd"):

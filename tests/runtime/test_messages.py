@@ -8,9 +8,8 @@ from splittune.runtime.messages import (
     MessageError,
     MessageKind,
     decode,
-    decode_state_dict,
-    encode_state_dict,
 )
+from splittune.runtime.state_dicts import decode_state_dict, encode_state_dict
 
 
 def _activations_message() -> bytes:

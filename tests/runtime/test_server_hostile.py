@@ -11,7 +11,8 @@ import torch
 from splittune.codec import CodecConfig, build_codec
 from splittune.models.lora import LoraSettings
 from splittune.models.tiny import tiny_batch, tiny_model
-from splittune.runtime.messages import Message, MessageError, MessageKind, encode_state_dict
+from splittune.runtime.messages import Message, MessageError, MessageKind
+from splittune.runtime.state_dicts import encode_state_dict
 from splittune.schemes import FL, SFT, SL, Setup
 from splittune.schemes.config import CodecPair, TrainConfig
 

@@ -5,7 +5,7 @@ import torch
 
 from splittune.codec import CodecConfig
 from splittune.runtime.adapters import GLOBAL, adapter_slots, copy_slots
-from splittune.runtime.messages import decode_state_dict
+from splittune.runtime.state_dicts import decode_state_dict
 from splittune.runtime.transport import InProcessTransport, MeteredTransport
 from splittune.schemes import FL, GSFL, SFL, SFT, SL, Hierarchical
 from splittune.schemes.config import CodecPair

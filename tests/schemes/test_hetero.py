@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from splittune.runtime.adapters import GLOBAL, adapter_slots, copy_slots, layerwise_fedavg
-from splittune.runtime.messages import decode_state_dict
+from splittune.runtime.state_dicts import decode_state_dict
 from splittune.schemes import SFT, Hetero
 from scheme_setups import global_state, make_setup, server_side_at_aggregate, spy_uploads
 

@@ -13,7 +13,8 @@ from splittune.models.split import split_model, whole_model
 from splittune.network.clock import simulate_round
 from splittune.network.scenario import ScenarioConfig
 from splittune.runtime.adapters import GLOBAL, activate, adapter_slots, device_adapter, frozen_state
-from splittune.runtime.messages import MessageKind, decode, decode_state_dict
+from splittune.runtime.messages import MessageKind, decode
+from splittune.runtime.state_dicts import decode_state_dict
 from splittune.runtime.transport import InProcessTransport, MeteredTransport
 from splittune.schemes import SFL, SFT
 from scheme_setups import assert_states_close, global_state, make_setup
