@@ -99,15 +99,17 @@ def _unconstrained(rho, levels):
 def run_problem(cfg, data, fixed_compression: bool, round_idx: int | None = None) -> PlanProblem:
     """P1/P2/order problem for the run config's world, model and predicted workload (read off `data`,
     the run's data set), with the compression free (on planning.links) or as configured. P1 itself
-    (round_idx None) is posed on round 0's channel and the mean workload of the run's rounds; a
-    `round_idx` predicts that round alone (its channel state and its devices' batches)."""
+    (round_idx None) is posed on the expected round: the mean workload of the run's rounds and, under
+    fading, the mean delay over planning.channel_draws draws of the channel's statistics
+    (`plan_problem`'s `draws`; its bandwidth and order parts on round 0's channel); a `round_idx`
+    predicts that round alone (its channel state and its devices' batches)."""
     from splittune.experiments.workload import predicted_workload
 
     p = cfg.planning
     world = cfg.scenario.build(cfg.devices)
     shape = model_shape(cfg, data.num_labels)
     common = dict(workload=predicted_workload(cfg, data, shape.seq_len, round_idx), round_idx=round_idx or 0,
-                  broadcast=cfg.scenario.distribution == "broadcast")
+                  broadcast=cfg.scenario.distribution == "broadcast", draws=p.channel_draws if round_idx is None else 1)
     if fixed_compression:
         rho, levels = codec_point(cfg.codec.up)
         return plan_problem(world, shape, _unconstrained, -np.inf, levels=(levels,), rho_range=(rho, rho),

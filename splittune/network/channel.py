@@ -26,6 +26,7 @@ transmits at the Shannon rate of any SNR, so one -22 dB fade can stretch a round
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Literal
 
@@ -138,6 +139,7 @@ class Channel:
         self.config = config
         self.n_devices = n_devices
         self.seed = seed
+        self._tags = (1, 3)  # seed-sequence tags of the fading and the outage redraws (2: the distances)
         self.bandwidth_hz = config.bandwidth_hz
         self.max_share_hz = config.max_share_hz
         self.distances_m = self._distances()
@@ -160,7 +162,7 @@ class Channel:
     def state(self, round_idx: int) -> ChannelState:
         if self.config.fading == "none":
             return ChannelState(self.mean_uplink_snr.copy(), self.mean_downlink_snr.copy())
-        g = np.random.default_rng([self.seed, 1, round_idx]).exponential(1.0, size=(2, self.n_devices))
+        g = np.random.default_rng([self.seed, self._tags[0], round_idx]).exponential(1.0, size=(2, self.n_devices))
         return ChannelState(self.mean_uplink_snr * g[0], self.mean_downlink_snr * g[1])
 
     def planning_state(self, round_idx: int) -> ChannelState:
@@ -173,6 +175,14 @@ class Channel:
         th = self.outage_snr
         return ChannelState(np.where(state.uplink_snr < th, th + self.mean_uplink_snr, state.uplink_snr),
                             np.where(state.downlink_snr < th, th + self.mean_downlink_snr, state.downlink_snr))
+
+    def statistics_draws(self) -> Channel:
+        """This channel (distances, mean SNRs, fading law, outage model) with its fading drawn from a
+        seed stream of its own: draw t of it is no round's realisation. What a base station that knows
+        the fading statistics, not the future draws, can sample to plan on the expected round."""
+        twin = copy.copy(self)
+        twin._tags = (4, 5)  # new tags, not a suffix: SeedSequence pads short seeds with zeros, so [s, 1, t, 0] == [s, 1, t]
+        return twin
 
     @property
     def outage_snr(self) -> float | None:
@@ -188,7 +198,7 @@ class Channel:
             return state, slots
         mean = np.stack([self.mean_uplink_snr, self.mean_downlink_snr])
         for link, n in zip(*np.nonzero(snr < self.outage_snr)):
-            rng = np.random.default_rng([self.seed, 3, round_idx, int(link), int(n)])
+            rng = np.random.default_rng([self.seed, self._tags[1], round_idx, int(link), int(n)])
             while snr[link, n] < self.outage_snr:
                 slots[link, n] += 1
                 if slots[link, n] > max_slots:

@@ -7,7 +7,8 @@
   `splittune.planning.ordering`).
 - ``cut`` / ``compression``: ``fixed`` keeps `split.cut` / the configured codecs; ``auto`` solves
   SFT P1 once before training (cut layer l, Top-K ratio rho, quantization levels E) with the
-  network cost models and the accuracy model, subject to ``accuracy_min``; ``mincut`` picks the cut by
+  network cost models and the accuracy model, subject to ``accuracy_min``, on the expected round
+  (``channel_draws`` draws of a fading channel's statistics); ``mincut`` picks the cut by
   the block-wise minimum s-t cut on the run's own costs (`splittune.experiments.mincut_plan`), and with
   ``recut_every`` N again every N rounds on that round's channel (`splittune.experiments.recut_plan`).
 - ``server_compute``: ``max`` runs the server at its full clock; ``card`` lets CARD pick each device's cut
@@ -51,6 +52,9 @@ class PlanningConfig(BaseModel):
     links: Literal["up", "down", "both"] = Field(
         "up", description="compression=auto: the link(s) that get rho and E (up: codec.up; down: codec.down; both); "
         "the accuracy model must be fitted for exactly the links the run compresses (the shipped one: up)")
+    channel_draws: int = Field(
+        1024, ge=1, description="cut/compression=auto under a fading channel: P1's delay is the mean over this many "
+                              "draws of the channel's fading statistics (not the run's own draws); 1: round 0's draw")
     cut_method: str = Field("lagrangian", description=f"P1 solver: {' | '.join(SOLVERS)}")
     accuracy_min: float = Field(0.98, description="A_th: least accuracy A(rho, E) the compression may keep")
     accuracy_model: Path | None = Field(

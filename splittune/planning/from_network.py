@@ -25,8 +25,13 @@ Queueing below that bound is not modelled; `work` turns a decision into the `Rou
 clock replays, so `plan` prints the clock's makespan of exactly this prediction.
 
 Rates are at equal shares min(B/N, b_max) in the given round's channel state (P1 is solved before
-bandwidth is known; the round's shares are P2's job). The frozen blocks' one-off distribution
-(first round only) is left out of the per-round delay.
+bandwidth is known; the round's shares are P2's job). With `draws` > 1 under fading, P1's delay is
+instead the mean of that delay over `draws` samples of the channel's statistics
+(`Channel.statistics_draws`, each with its outage waits and redrawn SNRs as the clock samples
+them, none of them a realised round): the expected round, for a decision taken once for all
+rounds without seeing their fading. The bandwidth demand, the server order and the work stay on
+the given round's state, the per-round decisions a base station takes at the round's start. The
+frozen blocks' one-off distribution (first round only) is left out of the per-round delay.
 """
 
 from __future__ import annotations
@@ -76,12 +81,13 @@ def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel 
                  accuracy_min: float = 0.98, round_idx: int = 0, value_bits: int = 32,
                  levels: tuple[int, ...] = tuple(range(2, 17)), rho_range: tuple[float, float] = (0.01, 1.0),
                  workload: Workload | None = None, up_beta: float | None = None, down_beta: float | None = None,
-                 broadcast: bool = True) -> PlanProblem:
+                 broadcast: bool = True, draws: int = 1) -> PlanProblem:
     """The plan of round `round_idx` of `world` for a model of `shape` (see module docstring).
 
     `up_beta` / `down_beta`: a link's fixed compression ratio (its configured codec) when P1 does
     not tune it; None: the link gets beta(rho, E). `broadcast`: the adapter reaches the devices in
-    one broadcast (scenario.distribution), else one unicast each."""
+    one broadcast (scenario.distribution), else one unicast each. `draws`: P1's delay averaged over
+    that many fading draws (module docstring); 1 or a static channel: round `round_idx`'s own."""
     accuracy = accuracy or AccuracyModel.default()
     if np.isfinite(accuracy_min):  # -inf: no accuracy constraint (a fixed codec); keep the given point
         rho_range, levels = accuracy.restrict(rho_range, levels)
@@ -99,9 +105,18 @@ def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel 
     sc = np.array([[f.server_fwd + f.server_bwd for f in row] for row in flops]) / world.server.flops_per_s
     act_bits = work.rows * work.seq * shape.hidden * value_bits  # (N,) raw fp32 activations of a step
     lora_bits = np.array([float(shape.lora_params_per_block * l * value_bits) for l in cuts])
-    state, slots = world.channel.outage_state(round_idx)  # a link in outage waits, then runs at the redrawn SNR
-    se_up, se_dn = np.log2(1.0 + state.uplink_snr), np.log2(1.0 + state.downlink_snr)
-    wait = (slots[0] + slots[1]) * world.channel.config.coherence_s
+
+    def spectral(channel, t):
+        state, slots = channel.outage_state(t)  # a link in outage waits, then runs at the redrawn SNR
+        return (np.log2(1.0 + state.uplink_snr), np.log2(1.0 + state.downlink_snr),
+                (slots[0] + slots[1]) * channel.config.coherence_s)
+
+    se_up, se_dn, wait = spectral(world.channel, round_idx)
+    if draws > 1 and world.channel.config.fading != "none":  # P1's channel: (draws, N) samples
+        sampled = world.channel.statistics_draws()
+        p_up, p_dn, p_wait = (np.stack(x) for x in zip(*(spectral(sampled, t) for t in range(draws))))
+    else:
+        p_up, p_dn, p_wait = (x[None] for x in (se_up, se_dn, wait))
     total = world.channel.bandwidth_hz
     cap = total if world.channel.max_share_hz is None else min(world.channel.max_share_hz, total)
     share = min(total / n, cap)  # the equal split
@@ -113,15 +128,15 @@ def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel 
         tuned = np.asarray(compression_ratio(rho, e, value_bits), dtype=float)
         return tuple(tuned if b is None else np.full_like(tuned, b) for b in (up_beta, down_beta))
 
-    def delay(l, rho, e):
+    def delay(l, rho, e):  # (..., draw, device) arrays, then the mean over the draws
         i = index[int(l)]
-        up, dn = (b[..., None] for b in betas(rho, e))
-        ed = lora_bits[i] / ed_rate
-        it, gt = up * act_bits / (share * se_up), dn * act_bits / (share * se_dn)
-        lt = lora_bits[i] / (share * se_up)
-        finish = wait + ed + k * (cc[i] + it + sc[i] + gt + du[i]) + lt
-        server = np.min(wait + ed + cc[i] + it, axis=-1) + np.sum(k * sc[i]) + np.min(gt + du[i] + lt, axis=-1)
-        return np.maximum(np.max(finish, axis=-1), server)
+        up, dn = (b[..., None, None] for b in betas(rho, e))
+        ed = lora_bits[i] / ((total if broadcast else share) * p_dn)
+        it, gt = up * act_bits / (share * p_up), dn * act_bits / (share * p_dn)
+        lt = lora_bits[i] / (share * p_up)
+        finish = p_wait + ed + k * (cc[i] + it + sc[i] + gt + du[i]) + lt
+        server = np.min(p_wait + ed + cc[i] + it, axis=-1) + np.sum(k * sc[i]) + np.min(gt + du[i] + lt, axis=-1)
+        return np.mean(np.maximum(np.max(finish, axis=-1), server), axis=-1)
 
     def demand(d: CutDecision) -> BandwidthDemand:
         i = index[d.cut]

@@ -50,3 +50,14 @@ def test_a_prediction_decides_round_zero_and_equal_shares_need_no_prediction():
         rec = equal.record(work, r)
         assert rec["round_sim_s"] == pytest.approx(rec["oracle_round_sim_s"])  # equal shares do not look ahead
         assert np.allclose(list(rec["bandwidth_hz"].values()), 5e6 / 4)
+
+
+def test_p1s_fading_draws_share_the_statistics_not_the_realised_rounds():
+    """P1 plans on samples of the channel's law (`Channel.statistics_draws`): same distances and mean SNRs,
+    but no sample (fading or outage redraw) is any realised round's."""
+    channel, sampled = WORLD.channel, WORLD.channel.statistics_draws()
+    assert np.array_equal(sampled.mean_uplink_snr, channel.mean_uplink_snr)
+    realised = {tuple(channel.outage_state(t)[0].uplink_snr) for t in range(64)}
+    drawn = {tuple(sampled.outage_state(t)[0].uplink_snr) for t in range(64)}
+    assert len(drawn) == 64 and not realised & drawn
+    assert np.array_equal(channel.state(3).uplink_snr, ScenarioConfig.preset("dynamic").build(4).channel.state(3).uplink_snr)

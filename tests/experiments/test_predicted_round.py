@@ -82,3 +82,17 @@ def test_plan_and_run_choose_the_same_decision():
     assert result.exit_code == 0, result.output
     m = re.search(r"cut l = (\d+) +rho = ([0-9.]+) +E = (\d+)", result.output)
     assert (int(m[1]), int(m[3])) == (info["cut"], info["levels"]) and float(m[2]) == pytest.approx(info["rho"], abs=1e-4)
+
+
+def test_p1_plans_on_the_expected_round_under_fading():
+    """Under `dynamic` the fading redraws every round, so P1 (decided once) must predict the mean round,
+    not round 0's: its delay is within 5% of the clock's mean over replayed rounds of its predicted work.
+    Rounds vary a lot here (std/mean ~0.6), so both sides sample many: P1 averages 4096 draws
+    (standard error ~1%), the clock 2000 rounds (~1.4%); together ~1.7%, well below the 5% tolerance."""
+    cfg = load_config(None, [*TINY, "devices=4", "scenario.preset=dynamic", "planning.channel_draws=4096"])
+    data = load_data(cfg.data)
+    _, plan = resolve_planning(cfg, data=data)
+    work = run_problem(cfg, data, False).work(CutDecision(plan["cut"], plan["rho"], plan["levels"], 0, 0, "p1"))
+    world = cfg.scenario.build(cfg.devices)
+    mean = np.mean([simulate_round(world, work, r).makespan_s for r in range(2000)])
+    assert plan["delay_s"] == pytest.approx(mean, rel=0.05)
