@@ -10,7 +10,8 @@ typed by hand. Tables:
   shares (decided on the round before: no look-ahead) beside the clairvoyant `oracle_round_sim_s`,
   and P1's decision with its predicted round against the simulated one.
 - compression.md `sweep-points`, `sweep-seeds`: the codec sweep's points (docs/sweep/sweep.csv, by
-  `splittune sweep codec`) and one point on three seeds (docs/sweep/seed*-rho0.2-E16.csv).
+  `splittune sweep codec`) and one point on three seeds (docs/sweep/seed*-rho0.2-E16.csv);
+  `sweep-both`: the three-seed sweep of both links (docs/sweep-both/) with its shipped fit.
 - schemes.md `sft-headline-default`, `sft-headline-vit-digits`, `edge-papers`: the headline files
   that `splittune reproduce sft-headline` and `benchmarks/edge_papers.py` wrote under docs/results/.
 """
@@ -115,6 +116,32 @@ def sweep_seeds() -> str:
     return "\n".join(rows)
 
 
+def sweep_both() -> str:
+    """The three-seed sweep with both links compressed: per point the mean over seeds, its spread, and
+    the shipped monotone fit A(rho, E) (splittune/planning/data/accuracy_both.json) beside it."""
+    from splittune.planning.accuracy import AccuracyModel
+
+    folder = DOCS / "sweep-both"
+    points = _points(folder / "sweep.csv")
+    command = (folder / "sweep.md").read_text().split("Command: `", 1)[1].split("`", 1)[0]
+    model = AccuracyModel.load(folder / "accuracy_model.json")
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault((p["codec"], p["rho"], p["levels"]), []).append(p)
+    seeds = sorted({p["seed"] for p in points})
+    rows = [f"From [sweep-both/sweep.csv](sweep-both/sweep.csv), written by `{command}` (seeds {', '.join(seeds)}).", "",
+            "| point | ratio up / down | tail acc, mean (min–max) | relative acc, mean (min–max) | fitted A |",
+            "|---|---:|---:|---:|---:|"]
+    for (codec, rho, levels), group in sorted(groups.items(), key=lambda kv: (kv[0][0] != "none", -float(kv[0][1] or 1),
+                                                                               -int(kv[0][2] or 0))):
+        tail, rel = ([float(p[k]) for p in group] for k in ("tail_accuracy", "relative_accuracy"))
+        up, down = (sum(float(p[k]) for p in group) / len(group) for k in ("compression_up", "compression_down"))
+        fitted = "—" if codec == "none" else f"{float(model(float(rho), int(levels))):.4f}"
+        rows.append(f"| {_name(group[0])} | {up:.1f}× / {down:.1f}× | {sum(tail) / len(tail):.4f} ({min(tail):.4f}–"
+                    f"{max(tail):.4f}) | {sum(rel) / len(rel):.4f} ({min(rel):.4f}–{max(rel):.4f}) | {fitted} |")
+    return "\n".join(rows)
+
+
 def quote(result: str, page: str):
     """The file `result` (under docs/) without its title, its relative links re-rooted at `page`."""
     def body() -> str:
@@ -129,6 +156,7 @@ def quote(result: str, page: str):
 TABLES = {("network-and-planning.md", "examples"): examples,
           ("compression.md", "sweep-points"): sweep_points,
           ("compression.md", "sweep-seeds"): sweep_seeds,
+          ("compression.md", "sweep-both"): sweep_both,
           ("schemes.md", "sft-headline-default"): quote("results/sft-headline-default/headline.md", "schemes.md"),
           ("schemes.md", "sft-headline-vit-digits"): quote("results/sft-headline-vit-digits/headline.md", "schemes.md"),
           ("schemes.md", "edge-papers"): quote("results/edge-papers/headlines.md", "schemes.md")}

@@ -51,7 +51,7 @@ class PlanningConfig(BaseModel):
         "fixed", description="fixed: codec.up/down as configured; auto: rho and E from P1 on planning.links")
     links: Literal["up", "down", "both"] = Field(
         "up", description="compression=auto: the link(s) that get rho and E (up: codec.up; down: codec.down; both); "
-        "the accuracy model must be fitted for exactly the links the run compresses (the shipped one: up)")
+        "the accuracy model must be fitted for exactly the links the run compresses (shipped: up, both)")
     channel_draws: int = Field(
         1024, ge=1, description="cut/compression=auto under a fading channel: P1's delay is the mean over this many "
                               "draws of the channel's fading statistics (not the run's own draws); 1: round 0's draw")

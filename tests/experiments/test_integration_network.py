@@ -199,8 +199,13 @@ def test_an_uplink_model_refuses_a_run_that_also_compresses_the_downlink(tmp_pat
     base = ["model.name=tiny-bert", "devices=4", "planning.compression=auto"]
     with pytest.raises(ValueError, match=r"fitted with the up link compressed.*codec\.down=topk\+sq\(.*compresses up and down"):
         resolve_planning(load_config(None, [*base, "codec.down=topk+sq"]))
-    with pytest.raises(ValueError, match="no accuracy model of the default task is shipped for the both link"):
-        resolve_planning(load_config(None, [*base, "planning.links=both"]))
+    with pytest.raises(ValueError, match="no accuracy model of the default task is shipped for the down link"):
+        resolve_planning(load_config(None, [*base, "planning.links=down"]))
+    # the shipped three-seed fit for both links puts P1's point on both
+    shipped = AccuracyModel.default("both")
+    assert shipped.links == ("up", "down") and shipped.is_monotone() and "--seeds=0,1,2" in shipped.source
+    resolved, info = resolve_planning(load_config(None, [*base, "planning.links=both"]))
+    assert resolved.codec.up.rho == resolved.codec.down.rho == info["rho"] and info["accuracy"] >= 0.98 - 1e-9
     # a model fitted for both links is accepted for both, and refused for the uplink alone
     model = AccuracyModel.default("up")
     both = AccuracyModel(model.coef, "test", model.target, model.points, ("up", "down"))
