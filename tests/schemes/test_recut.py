@@ -1,5 +1,6 @@
 """Re-cutting a run between rounds (`planning.recut_every`): the moved blocks, their bytes, their state."""
 
+import dataclasses
 import struct
 
 import numpy as np
@@ -11,6 +12,7 @@ from splittune.experiments.mincut_plan import cut_costs, exhaustive_cut, mincut_
 from splittune.experiments.recut_plan import Recut, move_costs, recut_costs
 from splittune.models.split import split_model, whole_model
 from splittune.network.clock import simulate_round
+from splittune.network.profiles import ServerProfile
 from splittune.network.scenario import ScenarioConfig
 from splittune.runtime.adapters import GLOBAL, activate, adapter_slots, device_adapter, frozen_state
 from splittune.runtime.messages import MessageKind, decode
@@ -139,6 +141,13 @@ def test_the_replanned_cut_is_the_exhaustive_best_on_the_rounds_cost_model():
             moving = sum(down[current:l]) + sum(up[l:current])
             assert sum(table[l]) == pytest.approx(2 * (dev + srv + comm) + moving)
         assert mincut_cut(table) == exhaustive_cut(table)
+    # a server slow enough that the blocks are better on the devices: the re-plan before round 2 moves them
+    scheme = SFT(setup)
+    recut.world = dataclasses.replace(world, server=ServerProfile(name="slow", f_hz=1e6, cores=1, flops_per_cycle=1))
+    assert recut.before_round(scheme, 1) == {"cut": 2}  # recut_every=2: no re-plan before round 1
+    planned = recut.before_round(scheme, 2)
+    assert planned["cut"] == scheme.cut == exhaustive_cut(recut.table(2, 2)) == 3 and planned["recut"]["from"] == 2
+    assert scheme.run_round(2).bytes_by_kind["recut_down"] > 0
     rng = np.random.default_rng(1)
     moved = set()
     for _ in range(300):  # random tables and move costs: the chain's min cut is the exhaustive best
@@ -161,3 +170,26 @@ def test_recut_every_is_checked_against_the_scheme_the_scenario_and_the_cut():
                                "planning.recut_every=2", *extra])
     assert load_config(None, ["scheme=sfl", "scenario.preset=dynamic", "planning.cut=mincut",
                               "planning.recut_every=2"]).planning.recut_every == 2
+
+
+@pytest.mark.slow
+def test_a_run_records_its_cut_and_moved_bytes_per_round(tmp_path):
+    """`splittune run` with a re-cut: metrics.jsonl has the cut of every round, the move's bytes and its RC
+    time; a server 1000x slower than a Jetson makes moving the blocks to the devices pay."""
+    import json
+
+    from rich.console import Console
+
+    from splittune.experiments.run import run
+
+    (tmp_path / "slow.yaml").write_text("servers:\n  - {name: slow-edge, f_hz: 5.0e+8, cores: 1, flops_per_cycle: 1}\n")
+    cfg = load_config(None, ["model.name=tiny-bert", "devices=4", "data.max_train=200", "data.max_test=40",
+                             "train.rounds=3", "scenario.preset=dynamic", "planning.cut=mincut",
+                             "planning.recut_every=1", f"scenario.profiles_file={tmp_path / 'slow.yaml'}",
+                             "scenario.server.profile=slow-edge"])
+    run(cfg, out=tmp_path / "run", console=Console(quiet=True))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["cut"] for r in records] == [1, 3, 3]
+    moved = records[1]
+    assert moved["recut"]["from"] == 1 and moved["bytes_by_kind"]["recut_down"] > 0 and moved["phase_s"]["RC"] > 0
+    assert all(r["bytes_by_kind"]["recut_down"] == r["phase_s"]["RC"] == 0 for r in (records[0], records[2]))
