@@ -1,7 +1,8 @@
 """Three papers' headlines measured by `splittune compare`: hetero, CARD and the block-wise min cut.
 
     .venv/bin/python benchmarks/edge_papers.py [--out runs/edge-papers] [--rounds 2]
-                                              [--max-train 320] [key=value ...]
+                                              [--max-train 320] [--studies a,b] [--docs docs/schemes.md]
+                                              [key=value ...]
 
 Each paper gets one compare on the default task (MiniLM on the chatterbot topics; `--max-train`
 examples over the devices, `--rounds` rounds, 8 devices), its folder under `--out`, and a line
@@ -15,14 +16,25 @@ Extra key=value overrides go to every run.
 - CARD (2412.00090; "average training delay -70.8%, server energy -53.1%"): `sl-card` against
   its benchmark here, `sl` at the fixed cut (split.cut=3) with the server at its full clock.
 - min cut (2507.01041; "training delay -24.62% to -38.95% in dynamic edge networks"): under
-  `scenario.preset=dynamic`, `sft-mincut` against `sft` at the fixed cut 3 and at P1's cut
-  (`planning.cut=auto`, the SFT paper's solver).
+  `scenario.preset=dynamic`, `sft-recut` (the min cut re-planned before every round on that round's
+  channel, `planning.recut_every=1`, the moved blocks charged) against `sft` at the fixed cut 3, at
+  P1's cut (`planning.cut=auto`, the SFT paper's solver) and at the min cut planned once
+  (`sft-mincut`); study `mincut` with the §VIII-A server, `mincut-slow` with the edge server of
+  configs/profiles/slow-edge.yaml, slow enough that where the blocks belong depends on the channel.
+  Each writes cuts.md beside its compare: every row's cut per round, moved bytes and RC seconds.
+
+With `--docs FILE` the block between `<!-- headline:STUDY -->` and `<!-- /headline:STUDY -->` in FILE
+is replaced, for every study run (or summarised) that has one, by that study's headline rows and
+cuts.md (links made relative to FILE), so the page's table is this output.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -31,11 +43,15 @@ from rich.console import Console
 
 from splittune.experiments.compare import compare, parse_rows
 
+MINCUT = ["sft:split.cut=3", "sft-p1:planning.cut=auto", "sft-mincut",
+          "sft-recut:planning.cut=mincut,planning.recut_every=1"]
 HETERO = ["scenario.profiles_file=configs/profiles/hetero-fleet.yaml", "scenario.fleet.profiles=[mem-30m,mem-60m,mem-90m,mem-135m]"]
 STUDIES = {
     "hetero": (HETERO, ["sft:split.cut=1", "sfl:split.cut=1", "hetero", "hetero-scheduled:planning.order=auto"]),
     "card": ([], ["sl:split.cut=3", "sl-card:planning.server_compute=card"]),
-    "mincut": (["scenario.preset=dynamic"], ["sft:split.cut=3", "sft-p1:planning.cut=auto", "sft-mincut"]),
+    "mincut": (["scenario.preset=dynamic"], MINCUT),
+    "mincut-slow": (["scenario.preset=dynamic", "scenario.profiles_file=configs/profiles/slow-edge.yaml",
+                     "scenario.server.profile=slow-edge"], MINCUT),
 }
 # (study, paper's claim, our numerator row, our baseline row, metric): ours = numerator / baseline - 1
 HEADLINES = [
@@ -46,21 +62,66 @@ HEADLINES = [
     ("hetero", "training time -6%", "hetero-scheduled", "sft", "round_s"),
     ("card", "average training delay -70.8%", "sl-card", "sl", "sim_time_s"),
     ("card", "server energy -53.1%", "sl-card", "sl", "energy_server_j"),
-    ("mincut", "training delay -24.62% to -38.95%", "sft-mincut", "sft", "sim_time_s"),
-    ("mincut", "training delay -24.62% to -38.95%", "sft-mincut", "sft-p1", "sim_time_s"),
+    *((study, "training delay -24.62% to -38.95%", "sft-recut", baseline, "sim_time_s")
+      for study in ("mincut", "mincut-slow") for baseline in ("sft", "sft-p1", "sft-mincut")),
 ]
 WHAT = {"server_peak_mem_bytes": "server peak memory", "device_peak_mem_bytes": "device peak memory (max over devices)",
         "sim_time_s": "simulated training time", "energy_server_j": "server energy",
         "round_s": "simulated time per round after the first (no model distribution)"}
 
 
+def _records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
 def round_s(folder: Path) -> float | None:
     """Mean simulated seconds of the rounds after the first, from a run folder's metrics.jsonl."""
-    import json
-
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    records = _records(folder)
     later = [r["round_sim_s"] for r in records[1:]]
     return sum(later) / len(later) if later else None
+
+
+def cuts_table(out: Path, got: list[dict]) -> str:
+    """A min-cut study's rows: the cut of every round, what the re-cuts moved and their RC seconds."""
+    lines = ["| row | cut per round | moved down | moved up | RC s | total simulated time (s) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in got:
+        recs = _records(out / r["run"])
+        planned = json.loads((out / r["run"] / "summary.json").read_text())["cut"]  # a run without re-cuts
+        cuts = [str(x.get("cut", planned)) for x in recs]
+        moved = {k: sum(x["bytes_by_kind"][k] for x in recs) for k in ("recut_down", "recut_up")}
+        lines.append(f"| {r['row']} | {' '.join(cuts)} | {moved['recut_down']} B | {moved['recut_up']} B | "
+                     f"{sum(x['phase_s']['RC'] for x in recs):.3g} | {r['sim_time_s']:.4g} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(docs: Path, out: Path, blocks: dict[str, str]) -> None:
+    """Replace the page's `<!-- headline:STUDY -->` block of every study in `blocks` that has one (links
+    made relative to the page); a page with none of them is an error."""
+    page, rel, done = docs.read_text(), os.path.relpath(out, docs.parent), []
+    for study, text in blocks.items():
+        start, end = f"<!-- headline:{study} -->", f"<!-- /headline:{study} -->"
+        if start in page and end in page:
+            body = re.sub(r"\]\(([\w.-]+/)", lambda m: f"]({rel}/{m[1]}", text)
+            page = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{body}{end}", page, flags=re.S)
+            done.append(study)
+    if not done:
+        raise SystemExit(f"{docs} has no <!-- headline:STUDY --> ... <!-- /headline:STUDY --> block for "
+                         f"{', '.join(blocks)}")
+    docs.write_text(page)
+
+
+def headline_rows(results: dict, study: str) -> list[str]:
+    """The headline table's rows of one study (`not run` when it was not)."""
+    lines = []
+    for s, claim, row, baseline, metric in HEADLINES:
+        if s != study:
+            continue
+        got = results.get(study)
+        ours, base_value = (got[row].get(metric), got[baseline].get(metric)) if got else (None, None)
+        change = "not run" if not got else f"{100 * (ours / base_value - 1):+.1f}%" if ours is not None and base_value else "n/a"
+        lines.append(f"| {study} | {claim} | {WHAT[metric]} of `{row}` | `{baseline}` | {change} |")
+    return lines
 
 
 def _number(text: str) -> bool:
@@ -82,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-train", type=int, default=320)
     ap.add_argument("--studies", default=",".join(STUDIES), help=f"which to run, of {','.join(STUDIES)}")
+    ap.add_argument("--docs", type=Path, default=None, help="a markdown file whose headline:STUDY blocks to replace")
     ap.add_argument("--summarise", action="store_true",
                     help="run nothing: write headlines.md from the studies' compare.csv already under --out")
     ap.add_argument("overrides", nargs="*")
@@ -102,24 +164,33 @@ def main(argv: list[str] | None = None) -> None:
         else:
             got = compare(None, [*base, *extra], rows_of(specs), targets=["common"], out=out,
                           command=f"{command}  # study {study}", console=console)
+            if study.startswith("mincut"):
+                (out / "cuts.md").write_text(cuts_table(out, got))
         results[study] = {r["row"]: {**r, "round_s": round_s(out / r["run"])} for r in got}
     if not results:
         raise SystemExit(f"no study's compare.csv under {args.out}")
-    made = next(line for line in (args.out / next(iter(results)) / "compare.md").read_text().splitlines()
-                if line.startswith("Command:")).split("`")[1].split("  # study")[0]
-    lines = ["# Three papers' headlines, measured", "", f"Made by `{made}`"
-             + (f", the table by `{command}`." if args.summarise else "."), "",
-             "| paper | headline | ours: | against | ours |", "|---|---|---|---|---:|"]
-    for study, claim, row, baseline, metric in HEADLINES:
-        if study not in results:
-            lines.append(f"| {study} | {claim} | {WHAT[metric]} of `{row}` | `{baseline}` | not run |")
-            continue
-        ours, base_value = results[study][row].get(metric), results[study][baseline].get(metric)
-        change = f"{100 * (ours / base_value - 1):+.1f}%" if ours is not None and base_value else "n/a"
-        lines.append(f"| {study} | {claim} | {WHAT[metric]} of `{row}` | `{baseline}` | {change} |")
-    lines += ["", "Each study's table, plots and run folders: " + ", ".join(
-        f"[{s}]({s}/compare.md)" for s in results) + ".", ""]
+    made = {}
+    for study in results:  # each study's own command, as its compare.md says
+        line = next(x for x in (args.out / study / "compare.md").read_text().splitlines() if x.startswith("Command:"))
+        made.setdefault(line.split("`")[1].split("  # study")[0], []).append(study)
+    header = ["| paper | headline | ours: | against | ours |", "|---|---|---|---|---:|"]
+    lines = ["# Three papers' headlines, measured", "",
+             "Made by " + "; ".join(f"`{c}` ({', '.join(s)})" for c, s in made.items())
+             + (f", the table by `{command}`." if args.summarise else "."), "", *header,
+             *(row for study in dict.fromkeys(s for s, *_ in HEADLINES) for row in headline_rows(results, study)),
+             "", "Each study's table, plots and run folders: " + ", ".join(
+                 f"[{s}]({s}/compare.md)" for s in results) + ".", ""]
+    blocks = {}
+    for study in results:
+        cuts = args.out / study / "cuts.md"
+        cuts = ["Every row's cut per round and what its re-cuts moved:", "", cuts.read_text()] if cuts.is_file() else []
+        lines += [f"Study {study}:", "", *cuts] if cuts else []
+        own = next(c for c, s in made.items() if study in s)
+        blocks[study] = "\n".join([f"Made by `{own}` (study {study}).", "", *header, *headline_rows(results, study), "",
+                                   *cuts, f"Every figure of every row: [{study}/compare.md]({study}/compare.md).", ""])
     (args.out / "headlines.md").write_text("\n".join(lines))
+    if args.docs is not None:
+        write_docs(args.docs, args.out, blocks)
     console.print("\n".join(lines))
 
 

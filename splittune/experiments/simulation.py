@@ -128,7 +128,7 @@ class RoundSimulator:
             "outage_slots": sum(timeline.outage_slots.values()),
             "energy_j": dict(timeline.energy_j),
             "bytes_per_device": [{"device": w.device, "up": w.bytes_up, "down": w.bytes_down} for w in work.devices],
-            "bytes_broadcast": work.broadcast_bytes,
+            "bytes_broadcast": work.broadcast_bytes + work.broadcast_recut_bytes,  # ED's, and a re-cut's (RC)
             "bytes_broadcast_request": work.broadcast_control_bytes,
             "critical_device": timeline.critical_device,
             "bandwidth_hz": {str(d): hz for d, hz in timeline.bandwidth_hz.items()},

@@ -193,3 +193,6 @@ def test_a_run_records_its_cut_and_moved_bytes_per_round(tmp_path):
     moved = records[1]
     assert moved["recut"]["from"] == 1 and moved["bytes_by_kind"]["recut_down"] > 0 and moved["phase_s"]["RC"] > 0
     assert all(r["bytes_by_kind"]["recut_down"] == r["phase_s"]["RC"] == 0 for r in (records[0], records[2]))
+    for r in records:  # the moved blocks' broadcast is part of the round's broadcast bytes
+        assert sum(b["down"] for b in r["bytes_per_device"]) + r["bytes_broadcast"] == r["bytes_down"]
+        assert sum(b["up"] for b in r["bytes_per_device"]) == r["bytes_up"] - r["bytes_broadcast_request"]
