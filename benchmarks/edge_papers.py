@@ -75,7 +75,10 @@ def _records(folder: Path) -> list[dict]:
 
 
 def round_s(folder: Path) -> float | None:
-    """Mean simulated seconds of the rounds after the first, from a run folder's metrics.jsonl."""
+    """Mean simulated seconds of the rounds after the first, from a run folder's metrics.jsonl (None when
+    only the compare's tables were kept, as under docs/results)."""
+    if not (folder / "metrics.jsonl").is_file():
+        return None
     records = _records(folder)
     later = [r["round_sim_s"] for r in records[1:]]
     return sum(later) / len(later) if later else None
@@ -111,8 +114,12 @@ def write_docs(docs: Path, out: Path, blocks: dict[str, str]) -> None:
     docs.write_text(page)
 
 
-def headline_rows(results: dict, study: str) -> list[str]:
-    """The headline table's rows of one study (`not run` when it was not)."""
+def headline_rows(results: dict, study: str, earlier: list[str] = ()) -> list[str]:
+    """The headline table's rows of one study: measured, or else as `earlier` (an existing headlines.md)
+    has them, or `not run`."""
+    kept = [line for line in earlier if line.startswith(f"| {study} |")]
+    if study not in results and kept:
+        return kept
     lines = []
     for s, claim, row, baseline, metric in HEADLINES:
         if s != study:
@@ -170,16 +177,20 @@ def main(argv: list[str] | None = None) -> None:
     if not results:
         raise SystemExit(f"no study's compare.csv under {args.out}")
     made = {}
-    for study in results:  # each study's own command, as its compare.md says
-        line = next(x for x in (args.out / study / "compare.md").read_text().splitlines() if x.startswith("Command:"))
-        made.setdefault(line.split("`")[1].split("  # study")[0], []).append(study)
+    for study in STUDIES:  # each study's own command, as its compare.md says
+        if (args.out / study / "compare.md").is_file():
+            line = next(x for x in (args.out / study / "compare.md").read_text().splitlines() if x.startswith("Command:"))
+            made.setdefault(line.split("`")[1].split("  # study")[0], []).append(study)
+    # the studies not run (or summarised) now keep their rows from an earlier headlines.md
+    earlier = (args.out / "headlines.md").read_text().splitlines() if (args.out / "headlines.md").is_file() else []
     header = ["| paper | headline | ours: | against | ours |", "|---|---|---|---|---:|"]
     lines = ["# Three papers' headlines, measured", "",
              "Made by " + "; ".join(f"`{c}` ({', '.join(s)})" for c, s in made.items())
              + (f", the table by `{command}`." if args.summarise else "."), "", *header,
-             *(row for study in dict.fromkeys(s for s, *_ in HEADLINES) for row in headline_rows(results, study)),
+             *(row for study in dict.fromkeys(s for s, *_ in HEADLINES) for row in headline_rows(results, study, earlier)),
              "", "Each study's table, plots and run folders: " + ", ".join(
-                 f"[{s}]({s}/compare.md)" for s in results) + ".", ""]
+                 f"[{s}]({s}/compare.md)" for s in STUDIES if s in results or (args.out / s / "compare.md").is_file())
+             + ".", ""]
     blocks = {}
     for study in results:
         cuts = args.out / study / "cuts.md"

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from splittune.figures import save_figure
+from splittune.network.gantt import PHASE_COLOURS, PHASE_NAMES
 from splittune.network.timeline import PHASES
-from splittune.network.gantt import PHASE_NAMES
 
 MiB = 2**20
 MARKERS = "osD^vP*Xh<>"
@@ -136,8 +136,8 @@ def plot_round_phases(rows, records, seeds, path: Path) -> str:
     total = sum(parts.values()) if simulated else np.zeros(0)
     for a, scale in ((ax, np.ones_like(total)), (ax_share, np.where(total > 0, 100 / np.maximum(total, 1e-300), 0))):
         left = np.zeros(len(simulated))
-        for j, (p, vals) in enumerate(parts.items()):
-            style = {"color": "lightgrey", "hatch": "//", "edgecolor": "grey"} if p == "wait" else {"color": f"C{j}"}
+        for p, vals in parts.items():  # the Gantt chart's colour of each phase
+            style = {"color": "lightgrey", "hatch": "//", "edgecolor": "grey"} if p == "wait" else {"color": PHASE_COLOURS[p]}
             a.barh(y, vals * scale, left=left, label=PHASE_NAMES.get(p, "waiting (server queue, broadcast)"),
                    **style)
             left += vals * scale

@@ -183,6 +183,8 @@ def _train(cfg: RunConfig, out: Path, console: Console, state: dict, built, star
            checkpoint: Snapshot | None = None, fleet=None) -> dict:
     """Train the rounds not done yet (all of them unless `checkpoint`), then write the results."""
     setup, stats, data, tokenizer = built
+    if cfg.planning.recut_every and fleet is not None:
+        raise ValueError("planning.recut_every moves blocks between devices in this process; a deployed run cannot")
     recut = Recut(cfg, setup) if cfg.planning.recut_every else None  # probes the model before LoRA goes on
     setup.cut = state.get("cut", setup.cut)  # a resumed re-cut run goes on at the cut it had reached
     scheme = SCHEMES[cfg.scheme](setup, **({"fleet": functools.partial(fleet, cfg)} if fleet is not None else {}))

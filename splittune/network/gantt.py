@@ -30,7 +30,7 @@ PHASE_NAMES = {
 }
 _PALETTE = ["#8c564b", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#7f7f7f", "#bcbd22", "#17becf",
             "#e377c2", "#000080"]
-_COLOURS = dict(zip(PHASES, _PALETTE))
+PHASE_COLOURS = dict(zip(PHASES, _PALETTE))
 _WAIT = dict(facecolor="white", hatch="///", edgecolor="#bbbbbb")
 # a server batch is labelled with its device only where the label fits inside the bar
 _LABEL_MIN_FRACTION = 0.025
@@ -47,9 +47,9 @@ def _draw_rows(ax, timeline: RoundTimeline) -> None:
         if gap > 1e-12 * max(span, 1.0):
             ax.barh(rows[e.device], gap, left=e.start_s - gap, height=0.7, **_WAIT)
         last_end[e.device] = e.end_s
-        ax.barh(rows[e.device], e.end_s - e.start_s, left=e.start_s, color=_COLOURS[e.phase], height=0.7)
+        ax.barh(rows[e.device], e.end_s - e.start_s, left=e.start_s, color=PHASE_COLOURS[e.phase], height=0.7)
         if e.phase == "SC":
-            ax.barh(server_row, e.end_s - e.start_s, left=e.start_s, color=_COLOURS["SC"], height=0.7,
+            ax.barh(server_row, e.end_s - e.start_s, left=e.start_s, color=PHASE_COLOURS["SC"], height=0.7,
                     edgecolor="k", linewidth=0.4)
             if (e.end_s - e.start_s) / span >= _LABEL_MIN_FRACTION:
                 ax.text((e.start_s + e.end_s) / 2, server_row, f"d{e.device}", ha="center", va="center", fontsize=7)
@@ -65,7 +65,7 @@ def _draw_rows(ax, timeline: RoundTimeline) -> None:
 def _draw_phases(ax, timeline: RoundTimeline) -> None:
     phases = timeline.phase_s
     shown = [p for p in PHASES if phases.get(p, 0.0) > 0]
-    ax.barh(range(len(shown)), [phases[p] for p in shown], color=[_COLOURS[p] for p in shown], height=0.7)
+    ax.barh(range(len(shown)), [phases[p] for p in shown], color=[PHASE_COLOURS[p] for p in shown], height=0.7)
     for i, p in enumerate(shown):
         ax.text(phases[p], i, f" {phases[p]:.2g}", va="center", fontsize=7)
     ax.set_yticks(range(len(shown)), shown)
@@ -88,7 +88,7 @@ def plot_gantt(timeline: RoundTimeline, path: str | Path, title: str | None = No
     _draw_phases(ax_phase, timeline)
     ax.set_title(title or f"round {timeline.round_idx}: makespan {timeline.makespan_s:.3g} s")
     used = [p for p in PHASES if any(e.phase == p for e in timeline.events)]
-    handles = [plt.Rectangle((0, 0), 1, 1, color=_COLOURS[p]) for p in used] + [plt.Rectangle((0, 0), 1, 1, **_WAIT)]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=PHASE_COLOURS[p]) for p in used] + [plt.Rectangle((0, 0), 1, 1, **_WAIT)]
     labels = [PHASE_NAMES.get(p, p) for p in used] + ["waiting (for the server, or for its turn)"]
     fig.legend(handles, labels, ncol=4, loc="lower center", frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, 0.08 + 0.02 * (devices < 4), 1, 1))
