@@ -1,8 +1,7 @@
 """Three papers' headlines measured by `splittune compare`: hetero, CARD and the block-wise min cut.
 
     .venv/bin/python benchmarks/edge_papers.py [--out runs/edge-papers] [--rounds 2]
-                                              [--max-train 320] [--studies a,b] [--docs docs/schemes.md]
-                                              [key=value ...]
+                                              [--max-train 320] [--studies a,b] [key=value ...]
 
 Each paper gets one compare on the default task (MiniLM on the chatterbot topics; `--max-train`
 examples over the devices, `--rounds` rounds, 8 devices), its folder under `--out`, and a line
@@ -23,9 +22,9 @@ Extra key=value overrides go to every run.
   configs/profiles/slow-edge.yaml, slow enough that where the blocks belong depends on the channel.
   Each writes cuts.md beside its compare: every row's cut per round, moved bytes and RC seconds.
 
-With `--docs FILE` the block between `<!-- headline:STUDY -->` and `<!-- /headline:STUDY -->` in FILE
-is replaced, for every study run (or summarised) that has one, by that study's headline rows and
-cuts.md (links made relative to FILE), so the page's table is this output.
+A study not run (or summarised) now keeps its rows from the headlines.md already under --out, so one
+study can be re-measured alone; docs/schemes.md quotes docs/results/edge-papers/headlines.md
+(`python docs/tables.py edge-papers`, part of `make docs`).
 """
 
 from __future__ import annotations
@@ -33,8 +32,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -98,22 +95,6 @@ def cuts_table(out: Path, got: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_docs(docs: Path, out: Path, blocks: dict[str, str]) -> None:
-    """Replace the page's `<!-- headline:STUDY -->` block of every study in `blocks` that has one (links
-    made relative to the page); a page with none of them is an error."""
-    page, rel, done = docs.read_text(), os.path.relpath(out, docs.parent), []
-    for study, text in blocks.items():
-        start, end = f"<!-- headline:{study} -->", f"<!-- /headline:{study} -->"
-        if start in page and end in page:
-            body = re.sub(r"\]\(([\w.-]+/)", lambda m: f"]({rel}/{m[1]}", text)
-            page = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{body}{end}", page, flags=re.S)
-            done.append(study)
-    if not done:
-        raise SystemExit(f"{docs} has no <!-- headline:STUDY --> ... <!-- /headline:STUDY --> block for "
-                         f"{', '.join(blocks)}")
-    docs.write_text(page)
-
-
 def headline_rows(results: dict, study: str, earlier: list[str] = ()) -> list[str]:
     """The headline table's rows of one study: measured, or else as `earlier` (an existing headlines.md)
     has them, or `not run`."""
@@ -150,7 +131,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-train", type=int, default=320)
     ap.add_argument("--studies", default=",".join(STUDIES), help=f"which to run, of {','.join(STUDIES)}")
-    ap.add_argument("--docs", type=Path, default=None, help="a markdown file whose headline:STUDY blocks to replace")
     ap.add_argument("--summarise", action="store_true",
                     help="run nothing: write headlines.md from the studies' compare.csv already under --out")
     ap.add_argument("overrides", nargs="*")
@@ -191,17 +171,11 @@ def main(argv: list[str] | None = None) -> None:
              "", "Each study's table, plots and run folders: " + ", ".join(
                  f"[{s}]({s}/compare.md)" for s in STUDIES if s in results or (args.out / s / "compare.md").is_file())
              + ".", ""]
-    blocks = {}
     for study in results:
-        cuts = args.out / study / "cuts.md"
-        cuts = ["Every row's cut per round and what its re-cuts moved:", "", cuts.read_text()] if cuts.is_file() else []
-        lines += [f"Study {study}:", "", *cuts] if cuts else []
-        own = next(c for c, s in made.items() if study in s)
-        blocks[study] = "\n".join([f"Made by `{own}` (study {study}).", "", *header, *headline_rows(results, study), "",
-                                   *cuts, f"Every figure of every row: [{study}/compare.md]({study}/compare.md).", ""])
+        if (args.out / study / "cuts.md").is_file():
+            lines += [f"Study {study}, every row's cut per round and what its re-cuts moved "
+                      f"([{study}/cuts.md]({study}/cuts.md)):", "", (args.out / study / "cuts.md").read_text()]
     (args.out / "headlines.md").write_text("\n".join(lines))
-    if args.docs is not None:
-        write_docs(args.docs, args.out, blocks)
     console.print("\n".join(lines))
 
 
