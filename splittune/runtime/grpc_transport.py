@@ -1,18 +1,10 @@
 """The `Transport` over gRPC: the same `runtime.messages` bytes, streamed in chunks.
 
-No `.proto`, no protobuf of tensors, no pickle. The server registers ONE bidirectional-streaming
-method, `/splittune.Transport/Call`, whose messages are raw bytes (identity (de)serializers):
-
-    request stream:  [REQUEST_MAGIC | total u64 | name length u16 | method name (utf-8) | payload...]
-                     [payload...] ...
-    reply stream:    [REPLY_MAGIC | total u64 | payload...] [payload...] ...
-
-Every stream message is at most `chunk_bytes` of payload (plus the header in the first one), so no
-message meets gRPC's 4 MiB default limit or protobuf's 2 GiB one: the per-message limits are set
-to `MAX_CHUNK_BYTES` + the header and the whole message is bounded by `max_message_bytes` instead.
-The server checks the method and the declared total against `max_message_bytes` on the FIRST chunk,
-before it holds anything more, stops a stream that carries more than it declared, and joins the
-chunks only when exactly the declared total has arrived.
+No `.proto`, no protobuf of tensors, no pickle: one bidirectional-streaming method whose messages are
+raw bytes in chunks (the stream format and its limits: `runtime.grpc_framing`). The server checks
+the method and the declared total against `max_message_bytes` on the FIRST chunk, before it holds
+anything more, stops a stream that carries more than it declared, and joins the chunks only when
+exactly the declared total has arrived.
 
 Errors. A handler that raises `MessageError` (or any `ValueError`, `CodecError` included) answers
 INVALID_ARGUMENT with its message; an oversized declaration answers RESOURCE_EXHAUSTED; an
@@ -43,7 +35,6 @@ call that fails answers UNAUTHENTICATED, is counted in `rejected` and logged, an
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -52,25 +43,29 @@ from concurrent import futures
 import grpc
 
 from splittune.runtime.auth import AuthError, DeviceAuth, signed_metadata
+from splittune.runtime.grpc_framing import (
+    _MAX_FRAME,
+    _REPLY_HEAD,
+    _REQUEST_HEAD,
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    FULL_METHOD,
+    MAX_METHOD_NAME,
+    METHOD,
+    REASON_KEY,
+    REPLY_MAGIC,
+    REQUEST_MAGIC,
+    SERVICE,
+    _check_chunk,
+    _frames,
+    _identity,
+    _message_options,
+)
 from splittune.runtime.messages import MessageError
 from splittune.runtime.transport import Handler
 
 log = logging.getLogger(__name__)
 
-SERVICE = "splittune.Transport"
-METHOD = "Call"
-FULL_METHOD = f"/{SERVICE}/{METHOD}"
-REQUEST_MAGIC = b"STQ1"
-REPLY_MAGIC = b"STR1"
-_REQUEST_HEAD = struct.Struct(">4sQH")  # magic, total payload bytes, method name length
-_REPLY_HEAD = struct.Struct(">4sQ")  # magic, total payload bytes
-MAX_METHOD_NAME = 256
-DEFAULT_CHUNK_BYTES = 2**20
-MAX_CHUNK_BYTES = 4 * 2**20
-DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20  # the same default as `RunConfig.max_message_bytes`
-# one stream message: a chunk and the largest header
-_MAX_FRAME = MAX_CHUNK_BYTES + _REQUEST_HEAD.size + MAX_METHOD_NAME
-REASON_KEY = "splittune-reason"
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
@@ -82,28 +77,6 @@ class TransportError(RuntimeError):
     def __init__(self, message: str, code: grpc.StatusCode | None = None, method: str | None = None):
         super().__init__(message)
         self.code, self.method = code, method
-
-
-def _identity(b: bytes) -> bytes:
-    return b
-
-
-def _check_chunk(chunk_bytes: int) -> int:
-    if type(chunk_bytes) is not int or not 1 <= chunk_bytes <= MAX_CHUNK_BYTES:
-        raise ValueError(f"chunk_bytes must be an integer in [1, {MAX_CHUNK_BYTES}], got {chunk_bytes!r}")
-    return chunk_bytes
-
-
-def _frames(head: bytes, payload: bytes, chunk_bytes: int) -> Iterator[bytes]:
-    """The header with the first chunk, then the rest of `payload` in chunks (one frame if empty)."""
-    view = memoryview(payload)
-    yield head + bytes(view[:chunk_bytes])
-    for i in range(chunk_bytes, len(view), chunk_bytes):
-        yield bytes(view[i:i + chunk_bytes])
-
-
-def _message_options(frame: int) -> list[tuple[str, int]]:
-    return [("grpc.max_send_message_length", frame), ("grpc.max_receive_message_length", frame)]
 
 
 class _Rejected(Exception):

@@ -42,16 +42,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from splittune.runtime.auth import DeviceAuth
-from splittune.runtime.grpc_transport import (
-    _REPLY_HEAD,
-    _REQUEST_HEAD,
-    FULL_METHOD,
-    MAX_METHOD_NAME,
-    REQUEST_MAGIC,
-    GrpcServer,
-    GrpcTransport,
-    TransportError,
-)
+from splittune.runtime.grpc_framing import _REPLY_HEAD, _REQUEST_HEAD, FULL_METHOD, MAX_METHOD_NAME, REQUEST_MAGIC
+from splittune.runtime.grpc_transport import GrpcServer, GrpcTransport, TransportError
 from splittune.runtime.messages import MessageError, sender
 from splittune.runtime.transport import InProcessTransport
 

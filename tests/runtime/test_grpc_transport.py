@@ -10,15 +10,8 @@ import grpc
 import pytest
 import torch
 
-from splittune.runtime.grpc_transport import (
-    FULL_METHOD,
-    MAX_CHUNK_BYTES,
-    REQUEST_MAGIC,
-    GrpcServer,
-    GrpcTransport,
-    TransportError,
-    _REQUEST_HEAD,
-)
+from splittune.runtime.grpc_framing import _REQUEST_HEAD, FULL_METHOD, MAX_CHUNK_BYTES, REQUEST_MAGIC
+from splittune.runtime.grpc_transport import GrpcServer, GrpcTransport, TransportError
 from splittune.runtime.messages import MessageError
 from splittune.runtime.transport import InProcessTransport
 
