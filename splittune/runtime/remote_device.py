@@ -120,14 +120,14 @@ class DeviceClient:
         if "restore" in answer.meta:
             self._restore(answer)
         heard = DeviceRoundWork(device=self.index)  # a broadcast's bytes are the round loop's to count
-        if turn.model == "broadcast":
-            self.worker.fetch_model(heard)
-            self.has_model = True
-        if turn.adapter == "broadcast":
-            self.worker.fetch_adapter(heard)
-        turn = replace(turn, model="none" if turn.model == "broadcast" else turn.model,
-                       adapter="none" if turn.adapter == "broadcast" else turn.adapter)
-        try:
+        try:  # the server refuses every call of a turn whose round went on without this device
+            if turn.model == "broadcast":
+                self.worker.fetch_model(heard)
+                self.has_model = True
+            if turn.adapter == "broadcast":
+                self.worker.fetch_adapter(heard)
+            turn = replace(turn, model="none" if turn.model == "broadcast" else turn.model,
+                           adapter="none" if turn.adapter == "broadcast" else turn.adapter)
             report = self.worker.run_turn(turn)
             self.has_model |= turn.model == "fetch"
             report.state = self._state()
