@@ -154,6 +154,13 @@ class AdapterServer:
             return msg.device
         raise MessageError(f"message from unknown device {msg.device}; known devices: {self.devices}", "unknown_device")
 
+    def _replayable(self, request: bytes, kind: MessageKind) -> tuple[Message, int, bytes | None]:
+        """A request that changes the server's state, from a known device: (message, device, the reply
+        this exact request got before, None if it is new; a retry is answered with it, not applied twice)."""
+        msg = decode(request, expect=kind, max_bytes=self.max_message_bytes)
+        n = self._device(msg)
+        return msg, n, self._replies.lookup(n, request)
+
     def _request(self, request: bytes) -> int:
         """A download request: an empty ACK from a known device or the base station."""
         msg = decode(request, expect=MessageKind.ACK, max_bytes=self.max_message_bytes)
@@ -202,9 +209,7 @@ class AdapterServer:
 
     @_guarded
     def receive_adapter(self, request: bytes) -> bytes:
-        msg = decode(request, expect=MessageKind.ADAPTER, max_bytes=self.max_message_bytes)
-        n = self._device(msg)
-        replay = self._replies.lookup(n, request)
+        msg, n, replay = self._replayable(request, MessageKind.ADAPTER)
         if replay is not None:
             return replay
         self._round_of(msg)

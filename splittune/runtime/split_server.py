@@ -37,13 +37,7 @@ from splittune.runtime.checkpoint import (
     tensors_snapshot,
 )
 from splittune.runtime.device import OptimizerFactory
-from splittune.runtime.messages import (
-    MAX_ID,
-    Message,
-    MessageError,
-    MessageKind,
-    decode,
-)
+from splittune.runtime.messages import MAX_ID, Message, MessageError, MessageKind
 from splittune.runtime.metering import ActivationMeter, FlopMeter, memory_breakdown, tensor_bytes
 from splittune.runtime.recut import BlockMoves, carry_state
 from splittune.runtime.server import AdapterServer, _digest_tensors, _guarded, _per_device
@@ -220,9 +214,7 @@ class SplitServer(BlockMoves, AdapterServer):
 
     @_guarded
     def train_step(self, request: bytes) -> bytes:
-        msg = decode(request, expect=MessageKind.ACTIVATIONS, max_bytes=self.max_message_bytes)
-        n = self._device(msg)
-        replay = self._replies.lookup(n, request)
+        msg, n, replay = self._replayable(request, MessageKind.ACTIVATIONS)
         if replay is not None:
             return replay
         round_idx = self._turn(msg, n)
