@@ -41,14 +41,14 @@ def device_datasets(cfg, data, tokenizer) -> tuple[list[dict], dict, np.ndarray,
 
 
 def predicted_workload(cfg, data, seq_len: int, round_idx: int | None = None) -> Workload:
-    """K_n and the mean rows and padded tokens per step of every device over the run's rounds, or
-    over round `round_idx`'s steps alone (`seq_len`: the tokens of data without a sequence
-    dimension, e.g. ViT patches + CLS)."""
+    """K_n and the mean rows and padded tokens per step of every device over the run's rounds, and
+    per round, or over round `round_idx`'s steps alone (`seq_len`: the tokens of data without a
+    sequence dimension, e.g. ViT patches + CLS)."""
     from splittune.models.load import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model.name) if data.modality == "text" else None
     shares = device_datasets(cfg, data, tokenizer)[0]
-    steps, rows, seq = [], [], []
+    steps, rows, seq, round_rows, round_seq = [], [], [], [], []
     for n, share in enumerate(shares):
         k = local_steps(cfg.train, num_examples(share))
         stream = ShuffledBatches(share, cfg.train.batch_size, derive_seed(cfg.seed, n), cfg.train.group_by_length)
@@ -60,4 +60,8 @@ def predicted_workload(cfg, data, seq_len: int, round_idx: int | None = None) ->
         steps.append(k)
         rows.append(b.mean())
         seq.append((b * t).mean() / b.mean())  # rows x seq = the mean tokens of a step
-    return Workload(np.array(steps, dtype=float), np.array(rows), np.array(seq))
+        b_r, t_r = b.reshape(-1, k), t.reshape(-1, k)  # (rounds, k): each round's own steps
+        round_rows.append(b_r.mean(axis=1))
+        round_seq.append((b_r * t_r).mean(axis=1) / b_r.mean(axis=1))
+    return Workload(np.array(steps, dtype=float), np.array(rows), np.array(seq), np.array(round_rows).T,
+                    np.array(round_seq).T)

@@ -29,7 +29,9 @@ bandwidth is known; the round's shares are P2's job). With `draws` > 1 under fad
 instead the mean of that delay over `draws` samples of the channel's statistics
 (`Channel.statistics_draws`, each with its outage waits and redrawn SNRs as the clock samples
 them, none of them a realised round): the expected round, for a decision taken once for all
-rounds without seeing their fading. The bandwidth demand, the server order and the work stay on
+rounds without seeing their fading; and when the workload carries each round's own batches
+(`Workload.round_rows`, read off the devices' seeded batch streams), sample s also takes round
+s mod R's batches, since a round waits for the device that drew the longest ones. The bandwidth demand, the server order and the work stay on
 the given round's state, the per-round decisions a base station takes at the round's start. The
 frozen blocks' one-off distribution (first round only) is left out of the per-round delay.
 """
@@ -58,11 +60,15 @@ from splittune.planning.report import PlanProblem
 @dataclass(frozen=True)
 class Workload:
     """What each device does in a round: `steps` K_n local steps of `rows` examples and `seq` padded
-    tokens on average (one entry per device)."""
+    tokens on average (one entry per device). `round_rows` / `round_seq` (rounds x devices), when
+    given, are the same averages per round: the round's makespan is its slowest device's, and the
+    mean over rounds of that maximum exceeds the maximum of the mean rows."""
 
     steps: np.ndarray
     rows: np.ndarray
     seq: np.ndarray
+    round_rows: np.ndarray | None = None
+    round_seq: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         arrays = [np.asarray(getattr(self, k), dtype=float) for k in ("steps", "rows", "seq")]
@@ -70,6 +76,20 @@ class Workload:
             raise ValueError("Workload.steps, rows and seq need one positive entry per device")
         for k, a in zip(("steps", "rows", "seq"), arrays):
             object.__setattr__(self, k, a)
+        if (self.round_rows is None) != (self.round_seq is None):
+            raise ValueError("Workload.round_rows and round_seq come together")
+        if self.round_rows is not None:
+            per_round = [np.asarray(getattr(self, k), dtype=float) for k in ("round_rows", "round_seq")]
+            if any(a.ndim != 2 or a.shape[1] != len(arrays[0]) or np.any(a <= 0) for a in per_round):
+                raise ValueError("Workload.round_rows and round_seq need (rounds, devices) positive entries")
+            for k, a in zip(("round_rows", "round_seq"), per_round):
+                object.__setattr__(self, k, a)
+
+    def per_round(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, seq) as (rounds, devices): the per-round averages, or the mean round alone."""
+        if self.round_rows is None:
+            return self.rows[None], self.seq[None]
+        return self.round_rows, self.round_seq
 
     @classmethod
     def single_step(cls, shape: TransformerShape, n_devices: int) -> Workload:
@@ -105,6 +125,14 @@ def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel 
     sc = np.array([[f.server_fwd + f.server_bwd for f in row] for row in flops]) / world.server.flops_per_s
     act_bits = work.rows * work.seq * shape.hidden * value_bits  # (N,) raw fp32 activations of a step
     lora_bits = np.array([float(shape.lora_params_per_block * l * value_bits) for l in cuts])
+    # P1's delay samples (round, device) workloads: (cuts, R, N) compute times and (R, N) activations
+    r_rows, r_seq = work.per_round()
+    r_flops = [[[lora_flops(dataclasses.replace(shape, batch=max(1, round(b)), seq_len=max(1, round(q))), l)
+                 for b, q in zip(rb, rq)] for rb, rq in zip(r_rows, r_seq)] for l in cuts]
+    p_cc = np.array([[[f.device_fwd for f in row] for row in c] for c in r_flops]) / dev_rate
+    p_du = np.array([[[f.device_bwd for f in row] for row in c] for c in r_flops]) / dev_rate
+    p_sc = np.array([[[f.server_fwd + f.server_bwd for f in row] for row in c] for c in r_flops]) / world.server.flops_per_s
+    p_act = r_rows * r_seq * shape.hidden * value_bits
 
     def spectral(channel, t):
         state, slots = channel.outage_state(t)  # a link in outage waits, then runs at the redrawn SNR
@@ -117,6 +145,11 @@ def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel 
         p_up, p_dn, p_wait = (np.stack(x) for x in zip(*(spectral(sampled, t) for t in range(draws))))
     else:
         p_up, p_dn, p_wait = (x[None] for x in (se_up, se_dn, wait))
+    # sample s pairs channel draw s mod D with round s mod R
+    samples = max(len(p_up), len(p_act))
+    pick_ch, pick_round = np.arange(samples) % len(p_up), np.arange(samples) % len(p_act)
+    p_up, p_dn, p_wait = p_up[pick_ch], p_dn[pick_ch], p_wait[pick_ch]
+    p_cc, p_du, p_sc, p_act = p_cc[:, pick_round], p_du[:, pick_round], p_sc[:, pick_round], p_act[pick_round]
     total = world.channel.bandwidth_hz
     cap = total if world.channel.max_share_hz is None else min(world.channel.max_share_hz, total)
     share = min(total / n, cap)  # the equal split
@@ -128,14 +161,15 @@ def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel 
         tuned = np.asarray(compression_ratio(rho, e, value_bits), dtype=float)
         return tuple(tuned if b is None else np.full_like(tuned, b) for b in (up_beta, down_beta))
 
-    def delay(l, rho, e):  # (..., draw, device) arrays, then the mean over the draws
+    def delay(l, rho, e):  # (..., sample, device) arrays, then the mean over the samples
         i = index[int(l)]
         up, dn = (b[..., None, None] for b in betas(rho, e))
         ed = lora_bits[i] / ((total if broadcast else share) * p_dn)
-        it, gt = up * act_bits / (share * p_up), dn * act_bits / (share * p_dn)
+        it, gt = up * p_act / (share * p_up), dn * p_act / (share * p_dn)
         lt = lora_bits[i] / (share * p_up)
-        finish = p_wait + ed + k * (cc[i] + it + sc[i] + gt + du[i]) + lt
-        server = np.min(p_wait + ed + cc[i] + it, axis=-1) + np.sum(k * sc[i]) + np.min(gt + du[i] + lt, axis=-1)
+        cc_i, sc_i, du_i = p_cc[i], p_sc[i], p_du[i]
+        finish = p_wait + ed + k * (cc_i + it + sc_i + gt + du_i) + lt
+        server = np.min(p_wait + ed + cc_i + it, axis=-1) + np.sum(k * sc_i, axis=-1) + np.min(gt + du_i + lt, axis=-1)
         return np.mean(np.maximum(np.max(finish, axis=-1), server), axis=-1)
 
     def demand(d: CutDecision) -> BandwidthDemand:

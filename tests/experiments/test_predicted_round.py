@@ -96,3 +96,19 @@ def test_p1_plans_on_the_expected_round_under_fading():
     world = cfg.scenario.build(cfg.devices)
     mean = np.mean([simulate_round(world, work, r).makespan_s for r in range(2000)])
     assert plan["delay_s"] == pytest.approx(mean, rel=0.05)
+
+
+def test_p1_predicts_the_mean_round_of_a_fleet_whose_batches_vary():
+    """With 32 devices the round waits for whichever device drew the longest batches that round; P1,
+    decided once, averages its delay over the rounds' own predicted workloads (read off each device's
+    seeded batch stream), so it predicts the mean of the rounds the clock simulates, not the round of
+    the mean batches (which is shorter: the mean of a maximum exceeds the maximum of the means)."""
+    cfg = load_config(None, [*TINY, "devices=32", "data.max_train=480", "data.alpha=10", "train.rounds=8"])
+    data = load_data(cfg.data)
+    _, plan = resolve_planning(cfg, data=data)
+    decision = CutDecision(plan["cut"], plan["rho"], plan["levels"], 0, 0, "p1")
+    world = cfg.scenario.build(cfg.devices)
+    rounds = [simulate_round(world, run_problem(cfg, data, False, r).work(decision), r).makespan_s for r in range(8)]
+    mean_batches = simulate_round(world, run_problem(cfg, data, False).work(decision), 0).makespan_s
+    assert plan["delay_s"] == pytest.approx(np.mean(rounds), rel=0.02)
+    assert mean_batches < 0.95 * np.mean(rounds)  # what P1 predicted when it planned on the mean batches
