@@ -57,7 +57,8 @@ def timed_run(args: list[str], out: Path) -> dict:
 
 
 def _duration(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {seconds % 60:.0f} s" if seconds >= 60 else f"{seconds:.0f} s"
+    whole = round(seconds)  # round once, so 239.6 s reads 4 min 0 s, not 3 min 60 s
+    return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
 
 
 def markdown(rows: dict[str, dict]) -> str:
