@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import yaml
 
+from child_timing import duration, timed_command  # benchmarks/ is on sys.path when this script runs
 from splittune.experiments.doc_blocks import replace_block
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -33,32 +31,11 @@ ROWS = {"`splittune run` (`sft`, 8 devices, Dirichlet 0.5)": [],
 
 def timed_run(args: list[str], out: Path) -> dict:
     """Run `splittune run ARGS --out OUT`; its summary with the wall, CPU and mean load it took."""
-    loads, done = [], threading.Event()
-
-    def sample() -> None:
-        while not done.wait(5.0):
-            loads.append(os.getloadavg()[0])
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    sampler.start()
-    try:
-        subprocess.run([str(Path(sys.executable).parent / "splittune"), "run", *args, "--out", str(out)], check=True,
-                       stdout=subprocess.DEVNULL)
-    finally:
-        done.set()
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    t = timed_command([str(Path(sys.executable).parent / "splittune"), "run", *args, "--out", str(out)],
+                      stdout=subprocess.DEVNULL)
     summary = json.loads((out / "summary.json").read_text())
     epochs = yaml.safe_load((out / "config.yaml").read_text())["train"]["local_epochs"] * summary["rounds"]
-    return {**summary, "epochs": epochs, "wall": wall, "cpu": cpu, "load": sum(loads) / len(loads) if loads else os.getloadavg()[0]}
-
-
-def _duration(seconds: float) -> str:
-    whole = round(seconds)  # round once, so 239.6 s reads 4 min 0 s, not 3 min 60 s
-    return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
+    return {**summary, "epochs": epochs, "wall": t["wall_s"], "cpu": t["cpu_s"], "load": t["load_mean"]}
 
 
 def markdown(rows: dict[str, dict]) -> str:
@@ -66,7 +43,7 @@ def markdown(rows: dict[str, dict]) -> str:
              "|---|---|---:|---:|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['epochs']:g} ({r['rounds']} rounds) | {r['final_accuracy']:.4f} | "
-                     f"{r['best_accuracy']:.4f} | {_duration(r['wall'])} | {_duration(r['cpu'])} | "
+                     f"{r['best_accuracy']:.4f} | {duration(r['wall'])} | {duration(r['cpu'])} | "
                      f"{r['load']:.1f} on {os.cpu_count()} cores |")
     sft, central = rows.values()
     lines += ["", f"`sft` reaches {100 * sft['final_accuracy'] / central['final_accuracy']:.1f}% of `central`'s final "

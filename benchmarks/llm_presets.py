@@ -19,17 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import torch
 import yaml
 
+from child_timing import duration, timed_command  # benchmarks/ is on sys.path when this script runs
 from splittune.experiments.doc_blocks import replace_block
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,26 +44,6 @@ def central_overrides(config: Path) -> list[str]:
     return ["scheme=central", f"train.local_steps={cfg['devices'] * cfg['train']['local_steps']}"]
 
 
-class LoadSampler:
-    """The 1-minute load average, sampled every few seconds while a run goes on."""
-
-    def __init__(self, every_s: float = 5.0):
-        self.every_s, self.samples, self._stop = every_s, [os.getloadavg()[0]], threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self.samples.append(os.getloadavg()[0])
-
-    def __enter__(self) -> LoadSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def run_one(config: Path, overrides: list[str], folder: Path, reuse: bool) -> dict:
     timing_file = folder / "timing.json"
     if reuse and timing_file.is_file() and (folder / "summary.json").is_file():
@@ -75,25 +52,13 @@ def run_one(config: Path, overrides: list[str], folder: Path, reuse: bool) -> di
     cmd = [sys.executable, "-c", CLI, "run", str(config), *overrides, "--out", str(folder)]
     folder.parent.mkdir(parents=True, exist_ok=True)
     print("$ splittune run " + " ".join([str(config.relative_to(ROOT)), *overrides]), flush=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    with LoadSampler() as load, open(folder.parent / f"{folder.name}.log", "w") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    timing = {
-        "command": "splittune run " + " ".join([str(config.relative_to(ROOT)), *overrides]),
-        "wall_s": time.perf_counter() - start,
-        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "load_mean": statistics.mean(load.samples),
-        "cores": len(os.sched_getaffinity(0)),
-    }
+    with open(folder.parent / f"{folder.name}.log", "w") as log:
+        measured = timed_command(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    timing = {"command": "splittune run " + " ".join([str(config.relative_to(ROOT)), *overrides]), **measured,
+              "cores": len(os.sched_getaffinity(0))}
     timing_file.write_text(json.dumps(timing, indent=2))
     return timing
-
-
-def _minutes(s: float) -> str:
-    return f"{int(s // 60)} min {int(s % 60):02d} s"
 
 
 def markdown(rows: list[dict], command: str) -> str:
@@ -107,8 +72,8 @@ def markdown(rows: list[dict], command: str) -> str:
         lines.append(
             f"| {r['preset']} | {s['scheme']} | {r['steps']} ({r['steps'] * r['batch']}) | "
             f"{s['initial_perplexity']:.2f} → **{s['final_perplexity']:.2f}** | "
-            f"{s['initial_token_accuracy']:.3f} → {s['final_accuracy']:.3f} | {_minutes(t['wall_s'])} | "
-            f"{_minutes(t['cpu_s'])} | {t['load_mean']:.1f} on {t['cores']} cores |"
+            f"{s['initial_token_accuracy']:.3f} → {s['final_accuracy']:.3f} | {duration(t['wall_s'])} | "
+            f"{duration(t['cpu_s'])} | {t['load_mean']:.1f} on {t['cores']} cores |"
         )
     lines += ["", f"Made by `{command}` (torch {torch.__version__}). Wall time is the whole command, model load "
               "included; CPU time is user + system of that process."]
