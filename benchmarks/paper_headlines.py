@@ -34,6 +34,7 @@ from rich.console import Console
 from splittune.experiments.compare import compare, parse_rows
 from splittune.experiments.doc_blocks import replace_block
 from splittune.experiments.report import human_bytes
+from splittune.network.timeline import PHASES
 
 # group_by_length off: every batch is padded to model.max_length, so FLOPs and saved activations are
 # measured for one shape instead of dozens (the measurement, once per shape, dominates short runs)
@@ -52,7 +53,6 @@ HEADLINES = {
         "paper": "peak memory -74% against the state-of-the-art benchmarks (2501.13318)",
     },
 }
-PHASES = ("ED", "CC", "IT", "SC", "GT", "DU", "LT", "WD", "WU", "CL")
 
 
 def command_line(name: str, out: Path) -> str:

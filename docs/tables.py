@@ -62,6 +62,11 @@ def examples() -> str:
     return "\n".join(rows)
 
 
+def _command(folder: Path) -> str:
+    """The command a sweep folder's sweep.md says wrote it."""
+    return (folder / "sweep.md").read_text().split("Command: `", 1)[1].split("`", 1)[0]
+
+
 def _points(path: Path) -> list[dict]:
     return list(csv.DictReader(path.open()))
 
@@ -77,7 +82,7 @@ def _name(p: dict) -> str:
 def sweep_points() -> str:
     """Every point of the shipped sweep, best tail accuracy first; a point's run without ANS beside it."""
     points = _points(DOCS / "sweep" / "sweep.csv")
-    command = (DOCS / "sweep" / "sweep.md").read_text().split("Command: `", 1)[1].split("`", 1)[0]
+    command = _command(DOCS / "sweep")
     none = next(p for p in points if p["codec"] == "none")
     off = {(p["rho"], p["levels"]): p for p in points if p["lossless"] == "off"}
     rows = [f"From [sweep/sweep.csv](sweep/sweep.csv), written by `{command}`.", "",
@@ -123,7 +128,7 @@ def sweep_both() -> str:
 
     folder = DOCS / "sweep-both"
     points = _points(folder / "sweep.csv")
-    command = (folder / "sweep.md").read_text().split("Command: `", 1)[1].split("`", 1)[0]
+    command = _command(folder)
     model = AccuracyModel.load(folder / "accuracy_model.json")
     groups: dict[tuple, list[dict]] = {}
     for p in points:

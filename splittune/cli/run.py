@@ -63,7 +63,7 @@ def run(
         if cfg.transport == "grpc":  # the server here, one process per device on 127.0.0.1
             from splittune.experiments.deploy import run_local
 
-            run_local(cfg, out, console)
+            run_local(cfg, out, console, force=force)
         else:
             run_experiment(cfg, out=out, console=console, force=force)
     except RunInterrupted:

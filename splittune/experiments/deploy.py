@@ -55,9 +55,10 @@ def config_digest(cfg: RunConfig) -> str:
 
 def serve(cfg: RunConfig, out: Path | None, console: Console, address: str, secrets: dict[int, bytes],
           tls: tuple[bytes, bytes] | None, on_start: Callable[[RemoteFleet], None] | None = None,
-          resume: bool = False) -> dict:
+          resume: bool = False, force: bool = False) -> dict:
     """Run the experiment with the devices in other processes; returns the summary, as `run` does.
-    `resume`: continue the run folder `out` from its checkpoint (`cfg` is its config.yaml)."""
+    `resume`: continue the run folder `out` from its checkpoint (`cfg` is its config.yaml); `force`:
+    replace an existing run folder `out`, as `run --force`."""
     from splittune.experiments.run import resume as resume_run
     from splittune.experiments.run import run
 
@@ -74,7 +75,7 @@ def serve(cfg: RunConfig, out: Path | None, console: Console, address: str, secr
         return remote
 
     try:
-        return resume_run(out, console, fleet=fleet) if resume else run(cfg, out=out, console=console, fleet=fleet)
+        return resume_run(out, console, fleet=fleet) if resume else run(cfg, out=out, console=console, fleet=fleet, force=force)
     finally:
         for remote in started:
             remote.close()
@@ -116,7 +117,7 @@ def device_command(config: Path, index: int, address: str, secret: Path, tls_ca:
             "--secret-file", str(secret), *(["--tls-ca", str(tls_ca)] if tls_ca else ["--insecure"])]
 
 
-def run_local(cfg: RunConfig, out: Path | None, console: Console, resume: bool = False) -> dict:
+def run_local(cfg: RunConfig, out: Path | None, console: Console, resume: bool = False, force: bool = False) -> dict:
     """`splittune run transport=grpc`: this process serves, one child process per device. `resume`:
     continue the run folder `out` (`splittune run --resume` of a grpc run; `cfg` is its config.yaml)."""
     children: list[tuple[int, subprocess.Popen, Path]] = []
@@ -145,7 +146,7 @@ def run_local(cfg: RunConfig, out: Path | None, console: Console, resume: bool =
                                                          stdin=subprocess.DEVNULL, env=_child_env()), logfile))
 
         try:
-            return serve(cfg, out, console, "127.0.0.1:0", secrets, tls, on_start=spawn, resume=resume)
+            return serve(cfg, out, console, "127.0.0.1:0", secrets, tls, on_start=spawn, resume=resume, force=force)
         finally:
             stop_children(children, console)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from splittune.experiments.mincut_plan import cut_costs, mincut_cut
+from splittune.experiments.mincut_plan import _rates, cut_costs, mincut_cut
 from splittune.network.scenario import World
 
 PerCut = dict[int, tuple[float, float, float]]
@@ -42,12 +42,9 @@ def state_factor(train) -> float:
 def move_costs(frozen_bytes: list[int], lora_bytes: list[int], state: float, world: World, round_idx: int,
                broadcast: bool) -> tuple[np.ndarray, np.ndarray]:
     """(move_down_s, move_up_s) per block, summed over the devices (module docstring)."""
-    n, channel = len(world.devices), world.channel
-    snr = channel.state(round_idx)
-    cap = min(channel.bandwidth_hz, channel.max_share_hz or channel.bandwidth_hz)
-    share = min(channel.bandwidth_hz / n, cap)  # the equal share of parallel devices, as `cut_costs`
-    ul, dl = share * np.log2(1 + snr.uplink_snr), share * np.log2(1 + snr.downlink_snr)
-    frozen_dl = channel.bandwidth_hz * np.log2(1 + snr.downlink_snr) if broadcast else dl
+    channel = world.channel
+    ul, dl, _ = _rates(world, round_idx, sequential=False, per_device_server=False)  # as `cut_costs`
+    frozen_dl = channel.bandwidth_hz * np.log2(1 + channel.state(round_idx).downlink_snr) if broadcast else dl
     frozen, lora = 8.0 * np.asarray(frozen_bytes, float), 8.0 * state * np.asarray(lora_bytes, float)
     down = frozen * np.sum(1 / frozen_dl) + lora * np.sum(1 / dl)
     up = frozen / ul[0] + lora * np.sum(1 / ul)

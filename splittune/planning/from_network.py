@@ -97,6 +97,21 @@ class Workload:
         return cls(np.ones(n_devices), np.full(n_devices, float(shape.batch)), np.full(n_devices, float(shape.seq_len)))
 
 
+def _step_costs(shape: TransformerShape, rows: np.ndarray, seq: np.ndarray, cuts: list[int], dev_rate: np.ndarray,
+                server_rate: float):
+    """A step's LoRA FLOPs per cut ([cut][flat index]) and its device forward, device backward and
+    server seconds, (cuts, *rows.shape), for steps of `rows` examples of `seq` tokens (devices last)."""
+    steps = [dataclasses.replace(shape, batch=max(1, round(b)), seq_len=max(1, round(q)))
+             for b, q in zip(np.ravel(rows), np.ravel(seq))]
+    flops = [[lora_flops(s, l) for s in steps] for l in cuts]
+
+    def seconds(of, rate):
+        return np.array([[of(f) for f in row] for row in flops]).reshape(len(cuts), *np.shape(rows)) / rate
+
+    return (flops, seconds(lambda f: f.device_fwd, dev_rate), seconds(lambda f: f.device_bwd, dev_rate),
+            seconds(lambda f: f.server_fwd + f.server_bwd, server_rate))
+
+
 def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel | None = None,
                  accuracy_min: float = 0.98, round_idx: int = 0, value_bits: int = 32,
                  levels: tuple[int, ...] = tuple(range(2, 17)), rho_range: tuple[float, float] = (0.01, 1.0),
@@ -117,21 +132,13 @@ def plan_problem(world: World, shape: TransformerShape, accuracy: AccuracyModel 
         raise ValueError(f"the workload has {len(work.steps)} devices, the world {n}")
     cuts = list(range(1, shape.n_blocks))
     dev_rate = np.array([d.flops_per_s for d in world.devices])
-    shapes = [dataclasses.replace(shape, batch=max(1, round(r)), seq_len=max(1, round(q)))
-              for r, q in zip(work.rows, work.seq)]
-    flops = [[lora_flops(s, l) for s in shapes] for l in cuts]  # [cut][device]
-    cc = np.array([[f.device_fwd for f in row] for row in flops]) / dev_rate  # (cuts, N)
-    du = np.array([[f.device_bwd for f in row] for row in flops]) / dev_rate
-    sc = np.array([[f.server_fwd + f.server_bwd for f in row] for row in flops]) / world.server.flops_per_s
+    server_rate = world.server.flops_per_s
+    flops, cc, du, sc = _step_costs(shape, work.rows, work.seq, cuts, dev_rate, server_rate)  # (cuts, N)
     act_bits = work.rows * work.seq * shape.hidden * value_bits  # (N,) raw fp32 activations of a step
     lora_bits = np.array([float(shape.lora_params_per_block * l * value_bits) for l in cuts])
     # P1's delay samples (round, device) workloads: (cuts, R, N) compute times and (R, N) activations
     r_rows, r_seq = work.per_round()
-    r_flops = [[[lora_flops(dataclasses.replace(shape, batch=max(1, round(b)), seq_len=max(1, round(q))), l)
-                 for b, q in zip(rb, rq)] for rb, rq in zip(r_rows, r_seq)] for l in cuts]
-    p_cc = np.array([[[f.device_fwd for f in row] for row in c] for c in r_flops]) / dev_rate
-    p_du = np.array([[[f.device_bwd for f in row] for row in c] for c in r_flops]) / dev_rate
-    p_sc = np.array([[[f.server_fwd + f.server_bwd for f in row] for row in c] for c in r_flops]) / world.server.flops_per_s
+    _, p_cc, p_du, p_sc = _step_costs(shape, r_rows, r_seq, cuts, dev_rate, server_rate)
     p_act = r_rows * r_seq * shape.hidden * value_bits
 
     def spectral(channel, t):

@@ -62,6 +62,13 @@ def frozen_state(stage: Stage, all_adapters: set[str]) -> dict[str, torch.Tensor
     return {name: p.detach() for name, p in stage.named_parameters() if not any(t in name for t in tags)}
 
 
+def load_frozen(stage: Stage, all_adapters: set[str], state: dict[str, torch.Tensor]) -> None:
+    """Copy `state` (checked against `frozen_state`'s names) into the stage's frozen base weights."""
+    with torch.no_grad():
+        for name, tensor in frozen_state(stage, all_adapters).items():
+            tensor.copy_(state[name])
+
+
 def adapter_slots(stage: Stage, adapter: str) -> dict[str, nn.Parameter]:
     """The adapter's parameters on `stage` by slot name. Walking a multi-adapter model is slow: callers
     that move an adapter every round keep this dict (the tensors stay the same, optimizers hold them too)."""

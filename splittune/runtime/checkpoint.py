@@ -99,14 +99,14 @@ def optimizer_snapshot(optimizer) -> Snapshot:
     sd = optimizer.state_dict()
     snap = Snapshot(meta={"param_groups": sd["param_groups"], "state": {}})
     for index, state in sd["state"].items():
-        scalars = {}
+        scalars, tensors = {}, []
         for key, value in state.items():
             if isinstance(value, torch.Tensor):  # a copy: the optimizer goes on updating its own in place
                 snap.tensors[f"{index}.{key}"] = value.detach().clone()
+                tensors.append(key)
             else:
                 scalars[key] = value
-        snap.meta["state"][str(index)] = {"tensors": sorted(k for k, v in state.items() if isinstance(v, torch.Tensor)),
-                                          "scalars": scalars}
+        snap.meta["state"][str(index)] = {"tensors": sorted(tensors), "scalars": scalars}
     return snap
 
 

@@ -48,7 +48,8 @@ import time
 from collections.abc import Callable, Mapping
 
 from splittune.runtime.auth import DeviceAuth
-from splittune.runtime.grpc_transport import DEFAULT_CHUNK_BYTES, GrpcServer
+from splittune.runtime.grpc_framing import DEFAULT_CHUNK_BYTES, DEFAULT_MAX_MESSAGE_BYTES
+from splittune.runtime.grpc_transport import GrpcServer
 from splittune.runtime.checkpoint import Snapshot
 from splittune.runtime.messages import Message, MessageError, MessageKind, decode, sender
 from splittune.runtime.server import AdapterServer
@@ -63,7 +64,7 @@ STOP_GRACE_S = 2 * POLL_S  # how long `close` waits for the devices to hear `sto
 class RemoteFleet:
     def __init__(self, server: AdapterServer, devices: int, config_digest: str, address: str = "127.0.0.1:0",
                  secrets: Mapping[int, bytes] | None = None, tls: tuple[bytes, bytes] | None = None,
-                 join_timeout_s: float = 300.0, max_message_bytes: int = 256 * 2**20,
+                 join_timeout_s: float = 300.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES):
         self.server, self.n_devices, self.config_digest = server, devices, config_digest
         self.join_timeout_s, self.max_message_bytes = join_timeout_s, max_message_bytes

@@ -24,6 +24,7 @@ from splittune.runtime.adapters import (
     copy_slots,
     device_adapter,
     frozen_state,
+    load_frozen,
     load_slots,
     own_parameters,
 )
@@ -36,7 +37,7 @@ from splittune.runtime.messages import (
     decode,
 )
 from splittune.runtime.metering import ActivationMeter, FlopMeter, PeakMemory, memory_breakdown, tensor_bytes
-from splittune.runtime.recut import carry_state, export_state, load_frozen, read_frozen, read_state
+from splittune.runtime.recut import carry_state, export_state, read_state, receive_frozen
 from splittune.runtime.state_dicts import decode_state_dict, encode_state_dict, state_spec
 from splittune.runtime.transport import Transport
 from splittune.runtime.turns import Turn, TurnReport
@@ -139,9 +140,7 @@ class DeviceWorker:
             state = decode_state_dict(decode(reply, expect=MessageKind.MODEL).section("state"), expect=spec)
         except MessageError as e:
             raise MessageError(f"device {self.index} was sent blocks that do not match its stage {self.stage}: {e}") from None
-        with torch.no_grad():
-            for name, tensor in frozen_state(self.stage, self.all_adapters).items():
-                tensor.copy_(state[name])
+        load_frozen(self.stage, self.all_adapters, state)
 
     def fetch_blocks(self, moved: Stage, work: DeviceRoundWork, frozen: bool) -> None:
         """A re-cut moved `moved` to the devices (this device has re-split already): download the server's
@@ -152,14 +151,14 @@ class DeviceWorker:
         msg, where = decode(reply, expect=MessageKind.MODEL), f"device {self.index}"
         state = read_state(self.optimizer, adapter_slots(moved, self.adapter), msg.section("optimizer"), where)
         if frozen:
-            load_frozen(moved, self.all_adapters, read_frozen(moved, self.all_adapters, msg.section("frozen"), where))
+            receive_frozen(moved, self.all_adapters, msg.section("frozen"), where)
         self.optimizer.state.update(state)
         work.recut_down_bytes += len(reply)
 
     def receive_blocks(self, moved: Stage, reply: bytes) -> None:
         """The broadcast of the frozen weights of the blocks a re-cut moved to the devices."""
         blob = decode(reply, expect=MessageKind.MODEL).section("frozen")
-        load_frozen(moved, self.all_adapters, read_frozen(moved, self.all_adapters, blob, f"device {self.index}"))
+        receive_frozen(moved, self.all_adapters, blob, f"device {self.index}")
 
     def upload_blocks(self, moved: Stage, work: DeviceRoundWork, frozen: bool) -> None:
         """A re-cut moves `moved` to the server (which has re-split already; this device re-splits after):

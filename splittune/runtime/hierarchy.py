@@ -27,12 +27,10 @@ a second trip over the backhaul: the traffic counted is the broadcast's, as in o
 
 from __future__ import annotations
 
-import torch
-
 from splittune.models.split import Activations, Stage
 from splittune.network.memory import MemoryBreakdown
 from splittune.network.trace import LaneWork
-from splittune.runtime.adapters import copy_slots, device_adapter, frozen_state, load_slots
+from splittune.runtime.adapters import copy_slots, device_adapter, frozen_state, load_frozen, load_slots
 from splittune.runtime.batches import derive_seed
 from splittune.runtime.checkpoint import Snapshot
 from splittune.runtime.device import exchange
@@ -120,9 +118,7 @@ class EdgeServer(SplitServer):
         if round_idx == 0:
             reply = self._forward("download_model", ask, down=True)
             state = decode_state_dict(decode(reply, expect=MessageKind.MODEL).section("state"), expect=self._model_spec)
-            with torch.no_grad():
-                for name, tensor in frozen_state(self.stage, self.all_adapters).items():
-                    tensor.copy_(state[name])
+            load_frozen(self.stage, self.all_adapters, state)
         reply = self._forward("download_adapter", ask, down=True)
         load_slots(self.own, decode_state_dict(decode(reply, expect=MessageKind.ADAPTER).section("state"),
                                                expect=self._adapter_spec), f"edge {self.index}'s adapter")

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from splittune.models.split import Stage, split_model
-from splittune.runtime.adapters import adapter_slots, frozen_state
+from splittune.runtime.adapters import adapter_slots, frozen_state, load_frozen
 from splittune.runtime.messages import (
     Message,
     MessageError,
@@ -47,15 +47,13 @@ def moved_blocks(model: nn.Module, old: int, new: int) -> Stage:
     return split_model(model, sorted((old, new)))[1]
 
 
-def _inner(optimizer):
-    return getattr(optimizer, "optimizer", optimizer)  # a ClippedStep wraps the torch optimizer
 
 
 def carry_state(old, new) -> None:
     """`new` (an optimizer over some of `old`'s parameters and others) goes on from `old`'s state for
     the parameters both hold: what one side keeps across its own re-split."""
-    old_state, new_state = _inner(old).state, _inner(new).state
-    for group in _inner(new).param_groups:
+    old_state, new_state = old.state, new.state
+    for group in new.param_groups:
         for p in group["params"]:
             if p in old_state:
                 new_state[p] = old_state[p]
@@ -63,7 +61,7 @@ def carry_state(old, new) -> None:
 
 def export_state(optimizer, slots: Mapping[str, nn.Parameter]) -> bytes:
     """The optimizer's state of `slots` as a safetensors blob {"<slot>/<key>": tensor}."""
-    state = _inner(optimizer).state
+    state = optimizer.state
     out = {}
     for name, p in slots.items():
         for key, value in state.get(p, {}).items():
@@ -75,7 +73,7 @@ def read_state(optimizer, slots: Mapping[str, nn.Parameter], blob: bytes, where:
     """`export_state`'s blob checked against `optimizer` and `slots`: {parameter: its state}. Every entry
     must name one of the slots and a state key of this optimizer, with the slot's shape (a scalar for
     AdamW's step) and dtype, and be finite."""
-    inner = _inner(optimizer)
+    inner = getattr(optimizer, "optimizer", optimizer)  # a ClippedStep wraps the torch optimizer
     keys = STATE_KEYS.get(type(inner).__name__)
     if keys is None:
         raise MessageError(f"{where}: cannot move the state of a {type(inner).__name__} optimizer")
@@ -94,18 +92,13 @@ def read_state(optimizer, slots: Mapping[str, nn.Parameter], blob: bytes, where:
     return loaded
 
 
-def read_frozen(stage: Stage, all_adapters: set[str], blob: bytes, where: str) -> dict[str, torch.Tensor]:
-    """The moved blocks' frozen weights, checked against the stage's names, shapes and dtypes."""
+def receive_frozen(stage: Stage, all_adapters: set[str], blob: bytes, where: str) -> None:
+    """Load the moved blocks' frozen weights from `blob`, checked against the stage's names, shapes and dtypes."""
     try:
-        return decode_state_dict(blob, expect=state_spec(frozen_state(stage, all_adapters)))
+        state = decode_state_dict(blob, expect=state_spec(frozen_state(stage, all_adapters)))
     except MessageError as e:
         raise MessageError(f"{where}: the moved blocks' frozen weights do not fit {stage}: {e}", "bad_state") from None
-
-
-def load_frozen(stage: Stage, all_adapters: set[str], state: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, tensor in frozen_state(stage, all_adapters).items():
-            tensor.copy_(state[name])
+    load_frozen(stage, all_adapters, state)
 
 
 @dataclass
@@ -169,8 +162,7 @@ class BlockMoves:
         where = f"device {n}'s part of the re-cut"
         state = read_state(self.optimizers[adapter], adapter_slots(move.blocks, adapter), msg.section("optimizer"), where)
         if "frozen" in want:
-            load_frozen(move.blocks, self.all_adapters, read_frozen(move.blocks, self.all_adapters,
-                                                                    msg.section("frozen"), where))
-        _inner(self.optimizers[adapter]).state.update(state)
+            receive_frozen(move.blocks, self.all_adapters, msg.section("frozen"), where)
+        self.optimizers[adapter].state.update(state)
         move.done.add(n)
         return Message(MessageKind.ACK, device=n).encode()

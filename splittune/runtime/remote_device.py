@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 
 import grpc
 
@@ -126,8 +125,6 @@ class DeviceClient:
                 self.has_model = True
             if turn.adapter == "broadcast":
                 self.worker.fetch_adapter(heard)
-            turn = replace(turn, model="none" if turn.model == "broadcast" else turn.model,
-                           adapter="none" if turn.adapter == "broadcast" else turn.adapter)
             report = self.worker.run_turn(turn)
             self.has_model |= turn.model == "fetch"
             report.state = self._state()

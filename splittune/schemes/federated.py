@@ -156,11 +156,6 @@ class FederatedScheme:
                              f"hetero (or sl with planning.server_compute=card)")
         return cuts
 
-    def optimizers(self):
-        """The server's optimizers and those of the devices in this process (a device sets its own
-        learning rate from its turn and resets its own state)."""
-        return [d.optimizer for d in self.devices] + self._server_optimizers()
-
     def _server_optimizers(self):
         return list(getattr(self.server, "optimizers", {}).values())
 
